@@ -1,0 +1,3 @@
+"""distillrec: knowledge distillation for recommender systems."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""continual room."""

@@ -1,0 +1,6 @@
+"""Recommenders usable as teacher or student. Importing this package registers them all."""
+
+from distillrec.models.base import ModelConfig, Recommender
+from distillrec.models.registry import get_model_class, list_models, register_model
+
+__all__ = ["ModelConfig", "Recommender", "get_model_class", "list_models", "register_model"]
