@@ -2,18 +2,88 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 
 import click
 
 from distillrec import __version__
-from distillrec.utils import DistillrecError
+from distillrec.utils import DATA_DIR_ENV, DistillrecError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="distillrec")
-def cli() -> None:
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help=f"where data sets live (default: ${DATA_DIR_ENV}, else ~/.cache/distillrec/data)")
+def cli(data_dir: str | None) -> None:
     """Knowledge distillation for recommender systems."""
+    if data_dir:
+        os.environ[DATA_DIR_ENV] = data_dir
+
+
+def _echo(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _print_metrics(title: str, metrics: dict) -> None:
+    click.echo(title)
+    for k, v in metrics.items():
+        if not k.startswith("_"):
+            click.echo(f"  {k:<14} {v:.4f}" if isinstance(v, float) else f"  {k:<14} {v}")
+
+
+@cli.command("train")
+@click.option("--dataset", "-d", help="registered data set name (see `distillrec data list`)")
+@click.option("--model", "-m", help="model name: bpr, lightgcn, neumf, cml, vae, iae, sasrec, nextitnet, pop")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="override a config key (train.epochs=50, model.embedding_dim=20, or a bare key)")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="run directory to write")
+@click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
+def train_cmd(dataset, model, config_file, overrides, out, resume) -> None:
+    """Train one model (teacher or student) and write its run directory."""
+    from distillrec.train.runs import train
+
+    run = train(dataset, model, out=out, config_file=config_file, overrides=overrides, resume=resume, echo=_echo)
+    results = json.loads((run.path / "results.json").read_text())
+    _print_metrics(f"{run.model.name} on {run.dataset.name}: test ({results['protocol']})", results.get("test", {}))
+    click.echo(f"run directory: {out}")
+
+
+@cli.command("evaluate")
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--dataset", "-d", default=None, help="evaluate on another registered data set (same id maps)")
+@click.option("--protocol", type=click.Choice(["full", "sampled"]), default=None)
+@click.option("--split", type=click.Choice(["test", "valid"]), default="test")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def evaluate_cmd(run_dir, dataset, protocol, split, as_json) -> None:
+    """Evaluate a trained run's best checkpoint."""
+    from distillrec.train.runs import load_run
+
+    run = load_run(run_dir, dataset=dataset)
+    metrics = run.evaluate(split, protocol)
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+    else:
+        _print_metrics(f"{run.model.name} on {run.dataset.name} ({split})", metrics)
+
+
+@cli.command("recommend")
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--user", "-u", required=True, help="external user id (as in the data file)")
+@click.option("--k", "-k", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def recommend_cmd(run_dir, user, k, as_json) -> None:
+    """Top-K items for a user, in external item ids, training items excluded."""
+    from distillrec.train.runs import load_run
+
+    recs = load_run(run_dir).recommend(user, k)
+    if as_json:
+        click.echo(json.dumps([{"item": i, "score": s} for i, s in recs]))
+    else:
+        for rank, (item, score) in enumerate(recs, 1):
+            click.echo(f"{rank:3d}  {item}  {score:.4f}")
 
 
 def main() -> None:

@@ -1,0 +1,160 @@
+"""Run directories and the Python API behind ``distillrec train / evaluate / recommend``.
+
+A run directory holds ``config.yaml`` (resolved), ``log.jsonl``, ``results.json``, ``checkpoints/best.pt``
+and ``checkpoints/last.pt``, and ``learning_curve.png``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from distillrec.config import RunConfig, resolve_config
+from distillrec.data.dataset import Dataset
+from distillrec.models import Recommender, get_model_class
+from distillrec.train.checkpoint import check_fingerprint, load_checkpoint
+from distillrec.train.evaluation import evaluate_model
+from distillrec.train.trainer import Trainer, TrainResult
+from distillrec.utils import DistillrecError, atomic_write_json, atomic_write_text, resolve_device, seed_everything
+
+
+def load_data(cfg: RunConfig) -> Dataset:
+    from distillrec.data import load_dataset
+
+    return load_dataset(cfg.dataset_name, data_dir=cfg.dataset.get("data_dir"), **cfg.dataset_options)
+
+
+def build_model(cfg: RunConfig, dataset: Dataset) -> Recommender:
+    return get_model_class(cfg.model_name).from_dataset(dataset, **cfg.model_hparams)
+
+
+@dataclass
+class Run:
+    """A trained model with its data set and resolved config (what ``load_run`` returns)."""
+
+    model: Recommender
+    dataset: Dataset
+    config: RunConfig
+    path: Path | None = None
+    result: TrainResult | None = None
+
+    def evaluate(self, split: str = "test", protocol: str | None = None) -> dict[str, Any]:
+        protocol = protocol or (self.dataset.protocol if self.config.train.protocol == "auto"
+                                else self.config.train.protocol)
+        return evaluate_model(self.model, self.dataset, split, protocol, self.config.train)
+
+    @torch.no_grad()
+    def recommend(self, user: str | int, k: int = 10, split: str = "test") -> list[tuple[str, float]]:
+        """Top-k items (external ids, scores) for an external user id; items seen in training excluded."""
+        try:
+            u = self.dataset.user_index(user)
+        except KeyError as e:
+            raise DistillrecError(str(e.args[0])) from None
+        self.model.eval()
+        self.model.prepare_eval(self.dataset, split)
+        scores = self.model.full_scores(torch.tensor([u], device=self.model.device))[0].float().cpu()
+        seen = self.dataset.train.indices[self.dataset.train.indptr[u] : self.dataset.train.indptr[u + 1]]
+        scores[torch.from_numpy(seen.astype(np.int64))] = -torch.inf
+        k = min(k, int(torch.isfinite(scores).sum()))
+        top = torch.topk(scores, k)
+        return [(str(self.dataset.item_ids[i]), float(s)) for s, i in zip(top.values, top.indices.tolist())]
+
+
+def train(
+    dataset: str | Dataset | None = None,
+    model: str | None = None,
+    *,
+    out: str | Path | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    config: RunConfig | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Run:
+    """Train one model and write its run directory (when ``out`` is given). Returns the best model."""
+    ds_obj = dataset if isinstance(dataset, Dataset) else None
+    if config is None:
+        config = resolve_config(dataset=ds_obj.name if ds_obj else dataset, model=model,
+                                config_file=config_file, overrides=overrides)
+    seed_everything(config.train.seed)
+    data = ds_obj if ds_obj is not None else load_data(config)
+    net = build_model(config, data)
+    out_dir = Path(out) if out else None
+    if out_dir is not None:
+        _prepare_out(out_dir, config, resume)
+    trainer = Trainer(net, data, config.train, out_dir=out_dir, run_config=config.to_plain(), progress=progress,
+                      echo=echo)
+    result = trainer.fit(resume=resume)
+    if out_dir is not None:
+        _load_weights(net, out_dir / "checkpoints" / "best.pt", data)
+    run = Run(net, data, config, out_dir, result)
+    if out_dir is not None:
+        write_results(run, trainer)
+    return run
+
+
+def _prepare_out(out_dir: Path, config: RunConfig, resume: bool) -> None:
+    cfg_path = out_dir / "config.yaml"
+    text = yaml.safe_dump(config.to_plain(), sort_keys=False)
+    if cfg_path.exists() and (out_dir / "checkpoints" / "last.pt").exists() and not resume:
+        raise DistillrecError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and cfg_path.exists() and cfg_path.read_text() != text:
+        raise DistillrecError(f"{cfg_path}: the run was started with another config; --resume needs the same one")
+    atomic_write_text(cfg_path, text)
+
+
+def write_results(run: Run, trainer: Trainer) -> dict[str, Any]:
+    from distillrec.report.latency import scoring_latency
+    from distillrec.report.plots import plot_learning_curve
+
+    results: dict[str, Any] = {
+        "dataset": run.dataset.name,
+        "model": run.model.name,
+        "model_hparams": run.model.hparams(),
+        "parameters": run.model.num_parameters(),
+        "protocol": trainer.protocol,
+        "train": run.result.to_dict() if run.result else None,
+    }
+    for split in ("valid", "test"):
+        if getattr(run.dataset, split) is not None:
+            results[split] = trainer.evaluate(split)
+    results["latency_ms_per_user"] = round(scoring_latency(run.model, run.dataset), 4)
+    atomic_write_json(run.path / "results.json", results)
+    plot_learning_curve(run.path / "log.jsonl", run.path / "learning_curve.png", trainer.config.valid_metric)
+    return results
+
+
+def _load_weights(model: Recommender, path: Path, dataset: Dataset) -> dict[str, Any]:
+    ckpt = load_checkpoint(path, map_location=model.device)
+    check_fingerprint(ckpt, dataset.fingerprint(), path, dataset.name)
+    model.load_state_dict(ckpt["model"])
+    return ckpt
+
+
+def load_run(run_dir: str | Path, dataset: Dataset | str | None = None, device: str = "auto") -> Run:
+    """Load a run directory's best model, with its data set (or another one, checked by fingerprint)."""
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / "checkpoints" / "best.pt"
+    if not run_dir.is_dir():
+        raise DistillrecError(f"run directory not found: {run_dir}")
+    ckpt = load_checkpoint(ckpt_path)
+    config = RunConfig(**ckpt["config"]) if ckpt.get("config") else resolve_config(
+        dataset=ckpt["dataset_name"], model=ckpt["model_name"])
+    if isinstance(dataset, Dataset):
+        data = dataset
+    else:
+        if isinstance(dataset, str):
+            config = config.model_copy(update={"dataset": {**config.dataset, "name": dataset}})
+        data = load_data(config)
+    check_fingerprint(ckpt, data.fingerprint(), ckpt_path, data.name)
+    model = get_model_class(ckpt["model_name"]).from_dataset(data, **ckpt["model_hparams"])
+    model.load_state_dict(ckpt["model"])
+    model.to(resolve_device(device))
+    return Run(model, data, config, run_dir)
