@@ -1,0 +1,215 @@
+"""SASRec, NextItNet and the sequence batches: causality, padding invariance, leakage, learning."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from distillrec.data import Dataset
+from distillrec.data.sequences import TrainSequences, pad_left, sequence_batches, train_sequences
+from distillrec.models import get_model_class
+from distillrec.models.nextitnet import NextItNet, NextItNetConfig
+from distillrec.models.sasrec import SASRec, SASRecConfig
+from distillrec.utils import DistillrecError
+
+
+def _seq_dataset(seqs: list[list[int]], n_items: int) -> Dataset:
+    """Leave-one-out by position: last item test, second-to-last valid, the rest train."""
+    n = len(seqs)
+
+    def csr(parts: list[list[int]]) -> sp.csr_matrix:
+        rows = np.repeat(np.arange(n), [len(p) for p in parts])
+        cols = np.concatenate([np.asarray(p, dtype=np.int64) for p in parts])
+        return sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(n, n_items))
+
+    return Dataset("seqtoy", n, n_items, train=csr([s[:-2] for s in seqs]), valid=csr([s[-2:-1] for s in seqs]),
+                   test=csr([s[-1:] for s in seqs]), sequences=[np.asarray(s, dtype=np.int64) for s in seqs])
+
+
+def _cycle_dataset(n_users: int = 64, n_items: int = 24, length: int = 18, noise: float = 0.1, seed: int = 0):
+    """Each user walks item -> item + 1 (mod n_items) from a random start; with prob. ``noise`` a random jump."""
+    rng = np.random.default_rng(seed)
+    seqs = []
+    for _ in range(n_users):
+        s = [int(rng.integers(n_items))]
+        for _ in range(length - 1):
+            s.append(int(rng.integers(n_items)) if rng.random() < noise else (s[-1] + 1) % n_items)
+        seqs.append(s)
+    return _seq_dataset(seqs, n_items)
+
+
+def _models(n_items: int, max_len: int = 12) -> list:
+    torch.manual_seed(0)
+    return [
+        SASRec(5, n_items, SASRecConfig(hidden_size=16, n_heads=2, inner_size=32, max_len=max_len)),
+        NextItNet(5, n_items, NextItNetConfig(embedding_dim=16, dilations=[1, 2], n_blocks=1, max_len=max_len)),
+        NextItNet(5, n_items, NextItNetConfig(embedding_dim=16, max_len=max_len, rezero=True)),
+    ]
+
+
+# -- sequences --------------------------------------------------------------------------------------------
+def test_pad_left_hand_values():
+    out = pad_left([[1, 2, 3], [4], [], np.array([5, 6, 7, 8, 9])], max_len=3, pad_id=10)
+    assert out.dtype == torch.long
+    assert out.tolist() == [[1, 2, 3], [10, 10, 4], [10, 10, 10], [7, 8, 9]]
+    with pytest.raises(ValueError, match="max_len"):
+        pad_left([[1]], 0, 10)
+
+
+def test_train_sequences_hand_values_and_no_leakage():
+    # items 8 and 9 are only ever valid/test items; user 2's training history has one item (no target)
+    ds = _seq_dataset([[0, 1, 2, 8, 9], [3, 4, 5, 6, 7, 0, 1, 9, 8], [5, 9, 8]], n_items=10)
+    ts = TrainSequences(ds, max_len=4)
+    assert ts.users.tolist() == [0, 1]
+    p = 10
+    assert ts.input_seq.tolist() == [[p, p, 0, 1], [5, 6, 7, 0]]
+    assert ts.target_seq.tolist() == [[p, p, 1, 2], [6, 7, 0, 1]]  # long history: the last max_len targets
+    assert ts.n_targets == 6
+    for seq in (ts.input_seq, ts.target_seq):
+        assert not torch.isin(seq, torch.tensor([8, 9])).any()
+
+
+def test_batches_shapes_negatives_and_determinism():
+    ds = _cycle_dataset(n_users=50, n_items=6, length=10)
+    batches = list(sequence_batches(ds, max_len=8, batch_size=16, generator=torch.Generator().manual_seed(3)))
+    assert [len(b["users"]) for b in batches] == [16, 16, 16, 2]
+    assert sorted(torch.cat([b["users"] for b in batches]).tolist()) == list(range(50))
+    for b in batches:
+        assert set(b) == {"users", "input_seq", "target_seq", "neg_seq"}
+        assert b["input_seq"].shape == b["target_seq"].shape == b["neg_seq"].shape == (len(b["users"]), 8)
+        pad = b["target_seq"] == 6
+        assert torch.equal(b["neg_seq"] == 6, pad)
+        assert not (b["neg_seq"] == b["target_seq"])[~pad].any()
+        assert ((b["neg_seq"] >= 0) & (b["neg_seq"] <= 6)).all()
+    again = list(sequence_batches(ds, 8, 16, torch.Generator().manual_seed(3)))
+    other = list(sequence_batches(ds, 8, 16, torch.Generator().manual_seed(4)))
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(batches, again) for k in a)
+    assert not torch.equal(batches[0]["users"], other[0]["users"])
+    assert train_sequences(ds, 8) is train_sequences(ds, 8)  # padding is done once per data set
+
+
+def test_negatives_are_uniform_over_non_targets():
+    ds = _cycle_dataset(n_users=4, n_items=5, length=6)
+    ts = train_sequences(ds, 4)
+    target = torch.full((20000,), 2)
+    counts = torch.bincount(ts.sample_negatives(target, torch.Generator().manual_seed(0)), minlength=5)
+    assert counts[2] == 0
+    assert torch.allclose(counts[[0, 1, 3, 4]].float() / 20000, torch.full((4,), 0.25), atol=0.02)
+
+
+def test_bad_item_id_is_named():
+    ds = _seq_dataset([[0, 1, 2, 3, 4]], n_items=5)
+    ds.sequences = [np.array([0, 7, 2, 3, 4])]
+    with pytest.raises(ValueError, match=r"user 0 has an item id outside 0\.\.4"):
+        TrainSequences(ds, 4)
+
+
+# -- models -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_causal_every_layer(k):
+    n_items, max_len = 30, 12
+    model = _models(n_items, max_len)[k].eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, n_items, (4, max_len), generator=g)
+    x[0, :5] = n_items  # a left-padded row
+    with torch.no_grad():
+        base = model.hidden_states(x, include_embedding=True)
+        for t in (5, 8, 10):
+            y = x.clone()
+            y[:, t + 1 :] = torch.randint(0, n_items, (4, max_len - t - 1), generator=g)
+            for a, b in zip(base, model.hidden_states(y, include_embedding=True)):
+                assert torch.allclose(a[:, : t + 1], b[:, : t + 1], atol=1e-5)
+                assert not torch.allclose(a[:, t + 1 :], b[:, t + 1 :])  # the future does change later outputs
+    n_layers = 2 if k == 0 else len(model.config.dilations) * model.config.n_blocks
+    assert len(base) == n_layers + 1
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_left_padding_does_not_change_last_output(k):
+    n_items, max_len = 30, 12
+    model = _models(n_items, max_len)[k].eval()
+    seq = [3, 7, 7, 1, 20]
+    with torch.no_grad():
+        alone = model.seq_output(torch.tensor([seq]))[:, -1]
+        padded = model.seq_output(pad_left([seq, list(range(12))], max_len, n_items))[:1, -1]
+        more = model.seq_output(pad_left([seq], 8, n_items))[:, -1]
+    assert torch.allclose(alone, padded, atol=1e-5) and torch.allclose(alone, more, atol=1e-5)
+
+
+def test_nextitnet_receptive_field():
+    # dilations [1, 4] -> convolutions 1, 2, 4, 8 with kernel 3: the last output sees 1 + 2 * 15 = 31 positions
+    model = NextItNet(1, 50, NextItNetConfig(embedding_dim=8, dilations=[1, 4], n_blocks=1, max_len=40)).eval()
+    assert model.receptive_field == 31
+    x = torch.randint(0, 50, (1, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        base = model.seq_output(x)[0, -1]
+        for pos, changes in ((8, False), (9, True)):
+            y = x.clone()
+            y[0, pos] = (y[0, pos] + 1) % 50
+            assert (not torch.allclose(model.seq_output(y)[0, -1], base)) == changes
+
+
+@pytest.mark.parametrize("name,hp", [
+    ("sasrec", {"hidden_size": 32, "n_heads": 2, "inner_size": 64, "dropout": 0.1, "attn_dropout": 0.1}),
+    ("sasrec", {"hidden_size": 32, "n_heads": 2, "inner_size": 64, "dropout": 0.1, "loss_type": "bce"}),
+    ("nextitnet", {"embedding_dim": 32, "dilations": [1, 2], "n_blocks": 1}),
+])
+def test_training_learns_the_cycle(name, hp):
+    torch.manual_seed(0)
+    ds = _cycle_dataset()
+    model = get_model_class(name).from_dataset(ds, max_len=16, **hp)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(12):
+        for batch in sequence_batches(ds, 16, 16, g):
+            loss = model.loss(batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    assert np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4])
+    model.eval()
+    model.prepare_eval(ds, "test")
+    users = torch.arange(ds.n_users)
+    with torch.no_grad():
+        scores = model.full_scores(users)
+    target = torch.tensor([s[-1] for s in ds.sequences])
+    rank = (scores > scores.gather(1, target[:, None])).sum(1)
+    assert (rank < 3).float().mean() >= 0.75  # ~90% of next steps follow the cycle
+
+
+def test_score_agrees_with_full_scores_and_eval_cache():
+    ds = _cycle_dataset(n_users=10, n_items=15, length=8)
+    for model in _models(15, 12):
+        with pytest.raises(DistillrecError, match="prepare_eval"):
+            model.full_scores(torch.arange(3))
+        model.eval()
+        model.prepare_eval(ds, "valid")
+        assert "eval_seq" not in model.state_dict()
+        users = torch.tensor([0, 3, 7])
+        with torch.no_grad():
+            full = model.full_scores(users)
+            assert full.shape == (3, 15)
+            items = torch.tensor([[1, 14, 0], [2, 2, 5], [9, 3, 4]])
+            assert torch.allclose(model.score(users, items), full.gather(1, items), atol=1e-5)
+            assert torch.allclose(model.score(users, items[:, 0]), full.gather(1, items[:, :1])[:, 0], atol=1e-5)
+            assert torch.allclose(model.user_repr(users) @ model.item_repr(torch.arange(15)).T, full, atol=1e-5)
+            # valid uses seq[:-2] as input, test seq[:-1]: the test ranking sees one more item
+            model.prepare_eval(ds, "test")
+            assert not torch.allclose(model.full_scores(users), full)
+            logits = model.logits(model.eval_seq[users])
+            assert torch.allclose(logits[:, -1], model.full_scores(users), atol=1e-5)
+        model.train()
+        assert model.eval_seq is None
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="not divisible"):
+        SASRec(1, 10, SASRecConfig(hidden_size=10, n_heads=3))
+    with pytest.raises(ValueError, match="max_len"):
+        SASRec(1, 10, SASRecConfig(max_len=4)).hidden_states(torch.zeros(1, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="hiden_size"):
+        get_model_class("sasrec").Config(hiden_size=3)
+    with pytest.raises(ValueError, match="dilations"):
+        NextItNet(1, 10, NextItNetConfig(dilations=[]))
