@@ -1,0 +1,139 @@
+"""LightGCN: linear propagation of ID embeddings over the user-item graph, layer-mean readout.
+
+Reference: X. He, K. Deng, X. Wang, Y. Li, Y. Zhang, M. Wang. "LightGCN: Simplifying and Powering Graph
+Convolution Network for Recommendation." SIGIR 2020 (code: github.com/gusye1234/LightGCN-PyTorch).
+
+E⁽ᵏ⁺¹⁾ = Â E⁽ᵏ⁾ with Â = D^-½ A D^-½ over the bipartite graph A = [[0, R], [Rᵀ, 0]]; the final embedding is the
+mean of E⁽⁰⁾..E⁽ᴸ⁾. The graph is built from the training matrix in ``from_dataset`` and kept as a non-persistent
+buffer, so checkpoints hold only the ego embeddings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from distillrec.data.dataset import Dataset
+from distillrec.models.base import ModelConfig, Recommender
+from distillrec.models.bpr import bpr_loss, pair_scores
+from distillrec.models.registry import register_model
+from distillrec.utils import DistillrecError
+
+
+def normalized_adjacency(train: sp.spmatrix, n_users: int, n_items: int) -> Tensor:
+    """Â = D^-½ A D^-½ of the bipartite graph (users first, then items) as a coalesced sparse COO tensor."""
+    if train.shape != (n_users, n_items):
+        raise ValueError(f"training matrix has shape {train.shape}, expected ({n_users}, {n_items})")
+    coo = sp.coo_matrix(train)
+    coo.sum_duplicates()
+    rows = np.concatenate([coo.row, coo.col + n_users]).astype(np.int64)
+    cols = np.concatenate([coo.col + n_users, coo.row]).astype(np.int64)
+    n = n_users + n_items
+    deg = np.bincount(rows, minlength=n).astype(np.float64)
+    inv_sqrt = np.zeros(n)
+    np.divide(1.0, np.sqrt(deg), out=inv_sqrt, where=deg > 0)  # isolated nodes keep a zero row
+    values = inv_sqrt[rows] * inv_sqrt[cols]
+    order = np.lexsort((cols, rows))  # coalesced = sorted by (row, col) without duplicates
+    index = torch.from_numpy(np.stack([rows[order], cols[order]]))
+    return torch.sparse_coo_tensor(
+        index, torch.from_numpy(values[order]).float(), (n, n), is_coalesced=True, check_invariants=True
+    )
+
+
+@register_model("lightgcn")
+class LightGCN(Recommender):
+    input_type = "pairwise"
+
+    class Config(ModelConfig):
+        embedding_dim: int = Field(64, gt=0)  # LightGCN paper, all data sets
+        n_layers: int = Field(3, ge=0)  # the paper's best depth (Table 4); 0 layers = MF
+        reg_weight: float = Field(1e-4, ge=0)  # L2 on the batch's ego embeddings (paper: λ = 1e-4)
+        init_std: float = Field(0.1, gt=0)  # LightGCN-PyTorch: N(0, 0.1)
+
+    def __init__(self, n_users: int, n_items: int, config: Config | None = None) -> None:
+        super().__init__(n_users, n_items, config)
+        dim = self.config.embedding_dim
+        self.user_emb = nn.Embedding(n_users, dim)
+        self.item_emb = nn.Embedding(n_items, dim)
+        nn.init.normal_(self.user_emb.weight, std=self.config.init_std)
+        nn.init.normal_(self.item_emb.weight, std=self.config.init_std)
+        self.register_buffer("adjacency", None, persistent=False)
+        self._cache: tuple[Tensor, Tensor] | None = None
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, **hparams: Any) -> LightGCN:
+        model = cls(dataset.n_users, dataset.n_items, cls.Config(**hparams))
+        model.set_graph(dataset.train)
+        return model
+
+    def set_graph(self, train: sp.spmatrix) -> None:
+        """(Re)build the normalised adjacency from a users × items training matrix."""
+        adj = normalized_adjacency(train, self.n_users, self.n_items)
+        self.adjacency = adj.to(self.user_emb.weight.device)
+        self.clear_cache()
+
+    # -- propagation ----------------------------------------------------------------------------------------
+    def propagate(self) -> tuple[Tensor, Tensor]:
+        """Layer-mean embeddings (users [n_users, d], items [n_items, d]); cached after ``prepare_eval``."""
+        training_step = self.training and torch.is_grad_enabled()
+        if self._cache is not None and not training_step:
+            return self._cache
+        out = self._propagate()
+        if not self.training and not torch.is_grad_enabled():
+            # a frozen model in eval mode (e.g. a teacher) keeps its propagation until train() is called
+            self._cache = out
+        return out
+
+    def _propagate(self) -> tuple[Tensor, Tensor]:
+        if self.adjacency is None:
+            raise DistillrecError(
+                "LightGCN needs the training graph: build it with LightGCN.from_dataset(dataset) or call set_graph()"
+            )
+        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
+        layer, total = ego, ego
+        for _ in range(self.config.n_layers):
+            layer = torch.sparse.mm(self.adjacency, layer)
+            total = total + layer
+        final = total / (self.config.n_layers + 1)
+        users, items = final.split([self.n_users, self.n_items])
+        return users, items
+
+    def prepare_eval(self, dataset: Dataset, split: str) -> None:
+        with torch.no_grad():
+            self._cache = self._propagate()
+
+    def clear_cache(self) -> None:
+        self._cache = None
+
+    # -- the contract ----------------------------------------------------------------------------------------
+    def loss(self, batch: dict[str, Tensor]) -> Tensor:
+        users, pos, neg = batch["users"], batch["pos_items"], batch["neg_items"]
+        all_u, all_i = self.propagate()
+        u = all_u[users]
+        rank_loss = bpr_loss(pair_scores(u, all_i[pos]), pair_scores(u, all_i[neg]))
+        # as LightGCN: ½‖e⁰‖² of the batch's ego embeddings, averaged over the batch (negatives: mean over n_neg)
+        reg = 0.5 * (
+            self.user_emb(users).pow(2).sum(-1)
+            + self.item_emb(pos).pow(2).sum(-1)
+            + self.item_emb(neg).pow(2).sum(-1).mean(-1)
+        ).mean()
+        return rank_loss + self.config.reg_weight * reg
+
+    def score(self, users: Tensor, items: Tensor) -> Tensor:
+        all_u, all_i = self.propagate()
+        return pair_scores(all_u[users], all_i[items])
+
+    def full_scores(self, users: Tensor) -> Tensor:
+        all_u, all_i = self.propagate()
+        return all_u[users] @ all_i.T
+
+    def user_repr(self, users: Tensor) -> Tensor:
+        return self.propagate()[0][users]
+
+    def item_repr(self, items: Tensor) -> Tensor:
+        return self.propagate()[1][items]

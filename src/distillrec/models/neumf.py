@@ -1,0 +1,94 @@
+"""NeuMF: generalised matrix factorisation (GMF) and an MLP tower, fused by one output layer.
+
+Reference: X. He, L. Liao, H. Zhang, L. Nie, X. Hu, T.-S. Chua. "Neural Collaborative Filtering." WWW 2017
+(code: github.com/hexiangnan/neural_collaborative_filtering). Trained pointwise with binary cross-entropy: the
+positive is labelled 1 and every sampled negative 0 (the paper samples 4 negatives per positive). Trained from
+scratch here (the paper's GMF/MLP pre-training is optional there and not done).
+
+Scoring every item for a batch of users runs the MLP on B × n_items pairs; ``full_scores`` processes items in
+chunks so the hidden activations never exceed ``chunk_elements`` floats.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator
+from torch import Tensor, nn
+
+from distillrec.models.base import ModelConfig, Recommender
+from distillrec.models.registry import register_model
+
+
+@register_model("neumf")
+class NeuMF(Recommender):
+    input_type = "pairwise"
+    chunk_elements = 1 << 24  # cap on B × chunk × hidden activations in full_scores (64 MiB of float32)
+
+    class Config(ModelConfig):
+        # NCF code defaults (NeuMF.py): 8 predictive factors, MLP layers [64, 32, 16, 8], where the first entry
+        # is the concatenated user+item MLP embedding (32 each); N(0, 0.01) embedding init.
+        embedding_dim: int = Field(8, gt=0)  # GMF factors
+        mlp_layers: list[int] = Field(default_factory=lambda: [64, 32, 16, 8])
+        init_std: float = Field(0.01, gt=0)
+
+        @field_validator("mlp_layers")
+        @classmethod
+        def _check_layers(cls, v: list[int]) -> list[int]:
+            if len(v) < 2 or any(x <= 0 for x in v) or v[0] % 2:
+                raise ValueError("mlp_layers needs ≥ 2 positive sizes, the first even (user half + item half)")
+            return v
+
+    def __init__(self, n_users: int, n_items: int, config: Config | None = None) -> None:
+        super().__init__(n_users, n_items, config)
+        cfg = self.config
+        mlp_dim = cfg.mlp_layers[0] // 2
+        self.user_gmf = nn.Embedding(n_users, cfg.embedding_dim)
+        self.item_gmf = nn.Embedding(n_items, cfg.embedding_dim)
+        self.user_mlp = nn.Embedding(n_users, mlp_dim)
+        self.item_mlp = nn.Embedding(n_items, mlp_dim)
+        for emb in (self.user_gmf, self.item_gmf, self.user_mlp, self.item_mlp):
+            nn.init.normal_(emb.weight, std=cfg.init_std)
+        # The first MLP layer acts on [p_u; q_i]; it is split into its user and item halves so that scoring all
+        # items computes W_u p_u once per user and W_i q_i once per item, then broadcasts the sum.
+        self.mlp_user_in = nn.Linear(mlp_dim, cfg.mlp_layers[1])
+        self.mlp_item_in = nn.Linear(mlp_dim, cfg.mlp_layers[1], bias=False)
+        self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(cfg.mlp_layers[1:]))
+        self.predict = nn.Linear(cfg.embedding_dim + cfg.mlp_layers[-1], 1)
+
+    def _logits(self, users: Tensor, items: Tensor) -> Tensor:
+        """Logits for users [B] and items [B, N] or [1, N] (broadcast over users) -> [B, N]."""
+        w = self.predict.weight[0]
+        w_gmf, w_mlp = w[: self.config.embedding_dim], w[self.config.embedding_dim :]
+        # GMF part: w_gmfᵀ (p_u ⊙ q_i) = (p_u ⊙ w_gmf)ᵀ q_i, one matmul
+        gmf = torch.matmul((self.user_gmf(users) * w_gmf).unsqueeze(1), self.item_gmf(items).transpose(1, 2))
+        h = F.relu(self.mlp_user_in(self.user_mlp(users)).unsqueeze(1) + self.mlp_item_in(self.item_mlp(items)))
+        for layer in self.mlp:
+            h = F.relu(layer(h))
+        return gmf.squeeze(1) + h @ w_mlp + self.predict.bias
+
+    def loss(self, batch: dict[str, Tensor]) -> Tensor:
+        items = torch.cat([batch["pos_items"].unsqueeze(1), batch["neg_items"]], dim=1)
+        logits = self._logits(batch["users"], items)
+        labels = torch.zeros_like(logits)
+        labels[:, 0] = 1.0
+        return F.binary_cross_entropy_with_logits(logits, labels)
+
+    def score(self, users: Tensor, items: Tensor) -> Tensor:
+        if items.dim() == 1:
+            return self._logits(users, items.unsqueeze(1)).squeeze(1)
+        return self._logits(users, items)
+
+    def full_scores(self, users: Tensor) -> Tensor:
+        width = max(self.config.mlp_layers[1:])
+        chunk = max(1, self.chunk_elements // max(1, len(users) * width))
+        all_items = torch.arange(self.n_items, device=users.device).unsqueeze(0)
+        return torch.cat([self._logits(users, c) for c in all_items.split(chunk, dim=1)], dim=1)
+
+    def user_repr(self, users: Tensor) -> Tensor:
+        return torch.cat([self.user_gmf(users), self.user_mlp(users)], dim=-1)
+
+    def item_repr(self, items: Tensor) -> Tensor:
+        return torch.cat([self.item_gmf(items), self.item_mlp(items)], dim=-1)
