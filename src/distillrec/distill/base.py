@@ -1,0 +1,226 @@
+"""The Distiller contract and the method registry.
+
+A ``Distiller`` wraps a student ``Recommender`` and the frozen teacher knowledge (``TeacherKnowledge``):
+
+- ``loss(batch) -> dict[str, Tensor]``: named, already-weighted terms whose sum is optimised: ``base`` (the
+  student's own loss × ``lambda_base``) plus the method's terms (``rrd``, ``de``, …). The batch is the
+  student's own training batch; methods draw their extra items from the cached knowledge.
+- ``on_epoch_start(epoch)``: refresh per-epoch samples, anneal temperatures, switch curricula. Called by the
+  trainer before each epoch with 1-based epoch numbers (and lazily with epoch 1 if ``loss`` comes first);
+  schedules count from ``epoch_index(epoch) = epoch − 1``, so the first epoch is epoch 0 of a paper schedule.
+- ``extra_parameters()``: parameters that are trained with the student but not deployed (experts, gates).
+- ``student``: what gets deployed.
+
+The teacher itself is not held: every method works from the knowledge tensors (registered as non-persistent
+buffers, so ``.to(device)`` moves them and checkpoints stay small). ``Distiller.from_teacher`` computes or
+loads that knowledge. Methods use the student only through ``score``, ``user_repr``, ``item_repr`` and
+``loss``, so any model of the contract (BPR-MF, NeuMF, LightGCN) can be teacher or student.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from distillrec.data.dataset import Dataset
+from distillrec.distill.knowledge import KnowledgeSpec, TeacherKnowledge, load_or_compute_knowledge
+from distillrec.distill.losses import relaxed_pl_loss
+from distillrec.distill.sampling import ranks_in_rows
+from distillrec.models.base import Recommender
+from distillrec.utils import DistillrecError
+
+
+class MethodConfig(BaseModel):
+    """Hyper-parameters of a distillation method; a typo in a key is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lambda_base: float = 1.0  # weight of the student's own loss
+
+
+_METHODS: dict[str, type[Distiller]] = {}
+
+
+def register_method(name: str):
+    def wrap(cls: type[Distiller]) -> type[Distiller]:
+        if name in _METHODS and _METHODS[name] is not cls:
+            raise ValueError(f"method name {name!r} registered twice")
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+
+    return wrap
+
+
+def get_method(name: str) -> type[Distiller]:
+    import distillrec.distill  # noqa: F401  (importing the package registers every method)
+
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise DistillrecError(f"unknown distillation method {name!r}; known methods: {', '.join(list_methods())}") \
+            from None
+
+
+def list_methods() -> list[str]:
+    import distillrec.distill  # noqa: F401
+
+    return sorted(_METHODS)
+
+
+def batch_field(batch: Mapping[str, Tensor], key: str, method: str) -> Tensor:
+    try:
+        return batch[key]
+    except KeyError:
+        raise DistillrecError(f"method {method!r} needs a training batch with {key!r}; got keys {sorted(batch)}") \
+            from None
+
+
+def side_scores(model: Recommender, rows: Tensor, cols: Tensor, side: str) -> Tensor:
+    """Scores [B, N] of each row with its list: user side s(rows[b], cols[b, n]); item side s(cols[b, n], rows[b])
+    (through the pair form of ``score``)."""
+    if side == "user":
+        return model.score(rows, cols)
+    if side == "item":
+        b, n = cols.shape
+        return model.score(cols.reshape(-1), rows.repeat_interleave(n)).view(b, n)
+    raise ValueError(f"side must be 'user' or 'item', got {side!r}")
+
+
+def ranked_pair_loss(model: Recommender, rows: Tensor, ordered: Tensor, bag: Tensor, side: str) -> Tensor:
+    """Relaxed Plackett-Luce loss (mean over rows) of the model's scores: ``ordered`` [B, K] in order, above
+    ``bag`` [B, L]. One ``score`` call for both lists."""
+    scores = side_scores(model, rows, torch.cat([ordered, bag], dim=1), side)
+    k = ordered.shape[1]
+    return relaxed_pl_loss(scores[:, :k], scores[:, k:])
+
+
+class Distiller(nn.Module):
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+
+    def __init__(self, student: Recommender, knowledge: TeacherKnowledge, dataset: Dataset,
+                 config: MethodConfig | Mapping[str, Any] | None = None, seed: int = 0) -> None:
+        super().__init__()
+        if (student.n_users, student.n_items) != (dataset.n_users, dataset.n_items):
+            raise DistillrecError(f"student has {student.n_users} users × {student.n_items} items but data set "
+                                  f"{dataset.name!r} has {dataset.n_users} × {dataset.n_items}")
+        self.student = student
+        self.config = self.make_config(config)
+        self.n_users, self.n_items = dataset.n_users, dataset.n_items
+        self.seed = seed
+        self._generators: dict[str, torch.Generator] = {}
+        self._epoch: int | None = None
+        self._check_knowledge(knowledge)
+        for field, tensor in knowledge.tensors().items():
+            self.register_buffer(f"teacher_{field}", tensor.to(student.device), persistent=False)
+
+    # -- construction -------------------------------------------------------------------------------------
+    @classmethod
+    def make_config(cls, config: MethodConfig | Mapping[str, Any] | None) -> MethodConfig:
+        if config is None:
+            return cls.Config()
+        if isinstance(config, Mapping):
+            return cls.Config(**config)
+        if not isinstance(config, cls.Config):
+            raise DistillrecError(f"method {cls.name!r} expects a {cls.Config.__name__}, got {type(config).__name__}")
+        return config
+
+    @classmethod
+    def knowledge_spec(cls, config: MethodConfig) -> KnowledgeSpec:
+        """The teacher knowledge this method needs under ``config``."""
+        return KnowledgeSpec()
+
+    @classmethod
+    def from_teacher(cls, student: Recommender, teacher: Recommender, dataset: Dataset,
+                     config: MethodConfig | Mapping[str, Any] | None = None, cache_dir: str | Path | None = None,
+                     seed: int = 0) -> Distiller:
+        """Compute (or load from ``cache_dir``) the teacher knowledge, then build the distiller."""
+        config = cls.make_config(config)
+        knowledge = load_or_compute_knowledge(teacher, dataset, cls.knowledge_spec(config), cache_dir)
+        return cls(student, knowledge, dataset, config, seed)
+
+    def _check_knowledge(self, knowledge: TeacherKnowledge) -> None:
+        spec = self.knowledge_spec(self.config)
+        need = []
+        if spec.n_user_topk and (knowledge.user_topk is None or knowledge.user_topk.shape[0] != self.n_users):
+            need.append("user top-N lists")
+        if spec.n_item_topk and (knowledge.item_topk is None or knowledge.item_topk.shape[0] != self.n_items):
+            need.append("item top-N lists")
+        if spec.reprs and (knowledge.user_repr is None or knowledge.item_repr is None):
+            need.append("teacher representations")
+        if need:
+            raise DistillrecError(f"method {self.name!r} needs {', '.join(need)} in the teacher knowledge")
+
+    # -- shared helpers -----------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.student.device
+
+    def generator(self) -> torch.Generator:
+        """A seeded generator on the current device (one per device type, created on first use)."""
+        device = self.device
+        key = str(device)
+        if key not in self._generators:
+            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generators[key]
+
+    def list_width(self, knowledge_field: str, wanted: int, what: str) -> int:
+        """Check that a cached list is at least ``wanted`` long (the knowledge may have been cut)."""
+        have = getattr(self, f"teacher_{knowledge_field}").shape[1]
+        if wanted > have:
+            raise DistillrecError(f"method {self.name!r}: {what} = {wanted} is longer than the teacher's "
+                                  f"{knowledge_field} lists ({have})")
+        return wanted
+
+    @torch.no_grad()
+    def student_ranks(self, lists: Tensor, side: str, pairs_per_chunk: int = 1 << 18) -> Tensor:
+        """0-based rank [R, N] of every entry of every row's list under the current student (eval mode,
+        chunked over rows, no gradients): the student's view of the teacher's lists (DCD, CD-SG)."""
+        was_training = self.student.training
+        self.student.eval()
+        try:
+            chunk = max(1, pairs_per_chunk // lists.shape[1])
+            parts = []
+            for r0 in range(0, lists.shape[0], chunk):
+                rows = torch.arange(r0, min(r0 + chunk, lists.shape[0]), device=lists.device)
+                parts.append(ranks_in_rows(side_scores(self.student, rows, lists[rows], side)))
+            return torch.cat(parts)
+        finally:
+            self.student.train(was_training)
+
+    # -- the contract -------------------------------------------------------------------------------------
+    def loss(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        if self._epoch is None:
+            self.on_epoch_start(1)
+        terms: dict[str, Tensor] = {}
+        if self.config.lambda_base:
+            terms["base"] = self.config.lambda_base * self.student.loss(batch)
+        terms.update(self.kd_terms(batch))
+        return terms
+
+    def kd_terms(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The method's own weighted terms for one training batch."""
+        raise NotImplementedError
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self._epoch = epoch
+
+    @staticmethod
+    def epoch_index(epoch: int) -> int:
+        """0-based position of the trainer's 1-based ``epoch`` in a schedule."""
+        return max(0, epoch - 1)
+
+    def extra_parameters(self) -> list[nn.Parameter]:
+        """Trained alongside the student, dropped from the deployed model."""
+        student_ids = {id(p) for p in self.student.parameters()}
+        return [p for p in self.parameters() if id(p) not in student_ids]
+
+    def stats(self) -> dict[str, Any]:
+        """Numbers worth logging once per epoch (temperatures, …)."""
+        return {}

@@ -1,0 +1,105 @@
+"""Distillation Experts (DE): M small MLPs map a student representation into the teacher's space, and a
+selection network picks one per entity with a Gumbel-softmax (shared by DE and DE-RRD).
+
+For entity e with teacher representation h_t and student representation h_s:
+α = softmax(W·h_t + b); s = GumbelSoftmax(log(α + 1e-10), τ); ĥ_t = Σ_m s_m·E_m(h_s); loss ‖h_t − ĥ_t‖²
+(squared error summed over dimensions, as in the authors' code). Expert m is Linear(d_s → h), ReLU,
+Linear(h → d_t) with h = ⌊(d_s + d_t)/2⌋ (d_s/2 when d_s = d_t).
+
+All M experts run as two matrix products instead of M small ones: the first layers are stacked into one
+[d_s, M·h] matrix, and because the second layer is linear, Σ_m s_m·(W2_m z_m + b2_m) equals
+[s_1 z_1, …, s_M z_M] @ [W2_1; …; W2_M] + s @ B2. Exact, and it keeps the gradients of every expert and of
+the selection network.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from distillrec.distill.gumbel import gumbel_softmax
+from distillrec.distill.losses import squared_error_loss
+from distillrec.models.base import Recommender
+
+
+def expert_hidden_dim(student_dim: int, teacher_dim: int) -> int:
+    if student_dim == teacher_dim:
+        return max(1, student_dim // 2)
+    return (student_dim + teacher_dim) // 2
+
+
+class ExpertMixture(nn.Module):
+    """M experts d_s → d_t plus their selection network (a Linear over teacher representations)."""
+
+    def __init__(self, student_dim: int, teacher_dim: int, n_experts: int) -> None:
+        super().__init__()
+        if n_experts < 1:
+            raise ValueError(f"n_experts must be ≥ 1, got {n_experts}")
+        self.student_dim, self.teacher_dim, self.n_experts = student_dim, teacher_dim, n_experts
+        self.hidden_dim = h = expert_hidden_dim(student_dim, teacher_dim)
+        self.w1 = nn.Parameter(torch.empty(student_dim, n_experts * h))
+        self.b1 = nn.Parameter(torch.empty(n_experts * h))
+        self.w2 = nn.Parameter(torch.empty(n_experts * h, teacher_dim))
+        self.b2 = nn.Parameter(torch.empty(n_experts, teacher_dim))
+        self.gate = nn.Linear(teacher_dim, n_experts)
+        # nn.Linear's default init, per expert: U(±1/sqrt(fan_in)) for weights and biases.
+        for p, fan_in in ((self.w1, student_dim), (self.b1, student_dim), (self.w2, h), (self.b2, h)):
+            bound = 1.0 / math.sqrt(fan_in)
+            nn.init.uniform_(p, -bound, bound)
+
+    def selection(self, teacher_repr: Tensor, tau: float, generator: torch.Generator | None = None) -> Tensor:
+        """[B, M] relaxed one-hot expert choice from the teacher representation."""
+        alpha = torch.softmax(self.gate(teacher_repr), dim=-1)
+        return gumbel_softmax(torch.log(alpha + 1e-10), tau, generator)
+
+    def forward(self, student_repr: Tensor, teacher_repr: Tensor, tau: float,
+                generator: torch.Generator | None = None) -> Tensor:
+        """ĥ_t [B, d_t]: the selected experts' reconstruction of the teacher representation."""
+        s = self.selection(teacher_repr, tau, generator)
+        hidden = torch.relu(student_repr @ self.w1 + self.b1)  # [B, M·h]
+        weighted = (hidden.view(-1, self.n_experts, self.hidden_dim) * s.unsqueeze(-1)).reshape(hidden.shape)
+        return weighted @ self.w2 + s @ self.b2
+
+    def loss(self, student_repr: Tensor, teacher_repr: Tensor, tau: float,
+             generator: torch.Generator | None = None, reduction: str = "mean") -> Tensor:
+        """‖h_t − ĥ_t‖² per entity, reduced over entities; teacher representations never get gradients."""
+        teacher_repr = teacher_repr.detach()
+        return squared_error_loss(teacher_repr, self(student_repr, teacher_repr, tau, generator), reduction)
+
+
+class DistillationExperts(nn.Module):
+    """Separate expert mixtures for users and items; the DE term of one training batch."""
+
+    def __init__(self, user_dims: tuple[int, int], item_dims: tuple[int, int], n_experts: int) -> None:
+        """``user_dims`` / ``item_dims``: (student dim, teacher dim) of the user and item representations."""
+        super().__init__()
+        self.users = ExpertMixture(*user_dims, n_experts)
+        self.items = ExpertMixture(*item_dims, n_experts)
+
+    def batch_loss(
+        self, student: Recommender, teacher_user_repr: Tensor, teacher_item_repr: Tensor, users: Tensor,
+        pos_items: Tensor, neg_items: Tensor | None, tau: float, generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """mean_u L(u) + ½·(mean_i L(i) + mean_j L(j)) over the batch's unique users, positives and negatives.
+
+        The authors sum each part over unique entities; this is the mean-reduced form (see the DE Config).
+        """
+        u = users.unique()
+        total = self.users.loss(student.user_repr(u), teacher_user_repr[u], tau, generator)
+        item_parts = [pos_items.unique()]
+        if neg_items is not None and neg_items.numel():
+            item_parts.append(neg_items.reshape(-1).unique())
+        item_loss = sum(self.items.loss(student.item_repr(i), teacher_item_repr[i], tau, generator)
+                        for i in item_parts)
+        return total + 0.5 * item_loss
+
+
+def representation_dims(student: Recommender, knowledge_user: Tensor, knowledge_item: Tensor) \
+        -> tuple[tuple[int, int], tuple[int, int]]:
+    """((student, teacher) user dims, (student, teacher) item dims), probing the student on entity 0."""
+    zero = torch.zeros(1, dtype=torch.long, device=student.device)
+    with torch.no_grad():
+        d_su, d_si = student.user_repr(zero).shape[-1], student.item_repr(zero).shape[-1]
+    return (d_su, knowledge_user.shape[1]), (d_si, knowledge_item.shape[1])

@@ -1,0 +1,43 @@
+"""Gumbel noise, the Gumbel-softmax relaxation and DE's per-epoch temperature annealing.
+
+DE (and HTD) pick one expert per entity with a Gumbel-softmax whose temperature decays exponentially per
+epoch: τ(e) = τ0·(τ_end/τ0)^{e/E}. The authors tie E to ``max_epoch`` = 1000, so with early stopping near
+epoch 250 τ only reaches ≈ 3e-3; here E is an explicit setting.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+_TINY = 1e-20
+
+
+def anneal_temperature(epoch: int, tau0: float = 1.0, tau_end: float = 1e-10, n_epochs: int = 1000) -> float:
+    """τ(e) = τ0·(τ_end/τ0)^{e/E}, clamped to ≥ τ_end (so epochs past E stay at τ_end)."""
+    if tau0 <= 0 or tau_end <= 0:
+        raise ValueError(f"temperatures must be positive, got tau0={tau0}, tau_end={tau_end}")
+    if n_epochs <= 0:
+        raise ValueError(f"n_epochs must be positive, got {n_epochs}")
+    if epoch < 0:
+        raise ValueError(f"epoch must be ≥ 0, got {epoch}")
+    tau = tau0 * (tau_end / tau0) ** (epoch / n_epochs)
+    return max(tau, tau_end)
+
+
+def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """i.i.d. Gumbel(0, 1) samples: −log(−log U), U ~ Uniform(0, 1) kept away from 0 and 1."""
+    u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
+    return -torch.log(-torch.log(u.clamp(_TINY, 1.0 - 1e-7)))
+
+
+def gumbel_softmax(log_probs: Tensor, tau: float, generator: torch.Generator | None = None) -> Tensor:
+    """Relaxed one-hot sample: softmax((log α + g)/τ) over the last dimension.
+
+    Stable for tiny τ (1e-10): softmax subtracts the row maximum, so the result tends to an exact one-hot.
+    """
+    if tau <= 0:
+        raise ValueError(f"Gumbel-softmax temperature must be positive, got {tau}")
+    g = gumbel_noise(log_probs.shape, generator=generator, device=log_probs.device, dtype=log_probs.dtype)
+    return torch.softmax((log_probs + g) / tau, dim=-1)

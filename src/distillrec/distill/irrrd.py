@@ -1,0 +1,70 @@
+"""IR-RRD (Kang et al., Information Sciences 2021): RRD on the user side plus RRD on the item side.
+
+Item side: per item, K_I users from the teacher's top-N users of that item (rank-discounted, in teacher
+order) must be ranked in order and above L_I users drawn uniformly among those neither interacting with the
+item nor in its top-N. Both sides are redrawn once per epoch. The item-side term covers the batch's unique
+positive items (the released code's batch-level choice is not recoverable; DCD uses the same rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from torch import Tensor
+
+from distillrec.data.dataset import Dataset
+from distillrec.distill.base import Distiller, MethodConfig, batch_field, ranked_pair_loss, register_method
+from distillrec.distill.knowledge import KnowledgeSpec, TeacherKnowledge
+from distillrec.distill.sampling import PairIndex, RankingLists
+from distillrec.models.base import Recommender
+
+
+class IRRRDConfig(MethodConfig):
+    """The authors' defaults: user side N = 500, K = 40, L = 40, T = 10, λ_URRD = 1e-3; item side N = 500,
+    K = 20, L = 20, T = 10, λ_IR = 5e-4 — both on summed losses. Mean-reduced here, so rescaled by the
+    unique-rows / triples ratio of a 1024-triple CiteULike batch: users 0.70, positive items 0.94."""
+
+    lambda_user: float = 7e-4
+    n_topk: int = 500
+    n_interesting: int = 40
+    n_uninteresting: int = 40
+    temperature: float = 10.0
+    lambda_item: float = 4.7e-4
+    n_item_topk: int = 500
+    n_item_interesting: int = 20
+    n_item_uninteresting: int = 20
+    item_temperature: float = 10.0
+    sampling: Literal["rank", "top"] = "rank"
+
+
+@register_method("ir-rrd")
+class IRRRD(Distiller):
+    Config = IRRRDConfig
+
+    def __init__(self, student: Recommender, knowledge: TeacherKnowledge, dataset: Dataset,
+                 config: IRRRDConfig | Mapping[str, Any] | None = None, seed: int = 0) -> None:
+        super().__init__(student, knowledge, dataset, config, seed)
+        c = self.config
+        self.list_width("user_topk", c.n_interesting, "n_interesting")
+        self.list_width("item_topk", c.n_item_interesting, "n_item_interesting")
+        self.user_lists = RankingLists(self.teacher_user_topk, PairIndex(dataset.train).to(self.device),
+                                       c.n_interesting, c.n_uninteresting, c.temperature, c.sampling)
+        self.item_lists = RankingLists(self.teacher_item_topk, PairIndex(dataset.train.T).to(self.device),
+                                       c.n_item_interesting, c.n_item_uninteresting, c.item_temperature, c.sampling)
+
+    @classmethod
+    def knowledge_spec(cls, config: IRRRDConfig) -> KnowledgeSpec:
+        return KnowledgeSpec(n_user_topk=config.n_topk, n_item_topk=config.n_item_topk)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        super().on_epoch_start(epoch)
+        self.user_lists.refresh(self.generator())
+        self.item_lists.refresh(self.generator())
+
+    def kd_terms(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        users = batch_field(batch, "users", self.name).unique()
+        items = batch_field(batch, "pos_items", self.name).unique()
+        user_loss = ranked_pair_loss(self.student, users, *self.user_lists.lists(users), side="user")
+        item_loss = ranked_pair_loss(self.student, items, *self.item_lists.lists(items), side="item")
+        return {"rrd": self.config.lambda_user * user_loss, "ir_rrd": self.config.lambda_item * item_loss}

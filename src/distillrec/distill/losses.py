@@ -1,0 +1,97 @@
+"""Loss terms shared by the distillation methods, written once.
+
+The central piece is the relaxed Plackett-Luce (ListMLE) kernel used by RRD, IR-RRD, DCD and HetComp: a list
+``ordered`` [B, K] must be ranked in that order, and every one of its entries must beat every entry of an
+unordered ``bag`` [B, L]. Per row the negative log-likelihood is
+
+    Σ_k [ logsumexp(ordered[k:] ∪ bag) − ordered[k] ]
+
+Within a row the K terms are always summed (together they are the NLL of one permutation); ``reduction``
+says how rows are combined: ``"mean"`` (the library default), ``"sum"`` (the authors' code) or ``"none"``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _reduce(per_row: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return per_row.mean() if per_row.numel() else per_row.sum()
+    if reduction == "sum":
+        return per_row.sum()
+    if reduction == "none":
+        return per_row
+    raise ValueError(f"reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
+
+
+def relaxed_pl_loss(ordered: Tensor, bag: Tensor | None = None, reduction: str = "mean") -> Tensor:
+    """Relaxed Plackett-Luce NLL: ``ordered`` [B, K] ranked in order, above every entry of ``bag`` [B, L].
+
+    ``bag=None`` (or L = 0) is plain ListMLE. Stable for any score range: each row's maximum is subtracted
+    before exponentiating, and the suffix sums are a reversed ``logcumsumexp``.
+    """
+    if ordered.dim() != 2:
+        raise ValueError(f"ordered scores must be [B, K], got shape {tuple(ordered.shape)}")
+    if bag is not None and (bag.dim() != 2 or bag.shape[0] != ordered.shape[0]):
+        raise ValueError(f"bag scores must be [B, L] with B = {ordered.shape[0]}, got shape {tuple(bag.shape)}")
+    has_bag = bag is not None and bag.shape[1] > 0
+    row_max = ordered.max(dim=1, keepdim=True).values
+    if has_bag:
+        row_max = torch.maximum(row_max, bag.max(dim=1, keepdim=True).values)
+    # The max is a constant shift: detaching it changes no gradient and keeps autograd simple.
+    row_max = row_max.detach()
+    shifted = ordered - row_max
+    # suffix[k] = log Σ_{l ≥ k} exp(shifted[l])
+    suffix = torch.logcumsumexp(shifted.flip(1), dim=1).flip(1)
+    if has_bag:
+        bag_lse = torch.logsumexp(bag - row_max, dim=1, keepdim=True)
+        suffix = torch.logaddexp(suffix, bag_lse)
+    per_row = (suffix - shifted).sum(dim=1)
+    return _reduce(per_row, reduction)
+
+
+def listmle_loss(ordered: Tensor, reduction: str = "mean") -> Tensor:
+    """Plain ListMLE: the relaxed PL kernel with an empty bag."""
+    return relaxed_pl_loss(ordered, None, reduction)
+
+
+def set_softmax_loss(top: Tensor, rest: Tensor, reduction: str = "mean") -> Tensor:
+    """Top-set membership NLL (HetComp's phase-1 "overall" loss): each entry of ``top`` [B, K] must beat the
+    whole bag ``rest`` [B, L], order inside ``top`` ignored: per row Σ_k [log(e^{top_k} + Σ_j e^{rest_j}) − top_k].
+    """
+    row_max = torch.maximum(top.max(dim=1, keepdim=True).values, rest.max(dim=1, keepdim=True).values).detach()
+    rest_lse = torch.logsumexp(rest - row_max, dim=1, keepdim=True)
+    shifted = top - row_max
+    per_row = (torch.logaddexp(shifted, rest_lse) - shifted).sum(dim=1)
+    return _reduce(per_row, reduction)
+
+
+def soft_bce_loss(
+    logits: Tensor, targets: Tensor, weights: Tensor | None = None, reduction: str = "mean", row_reduce: str = "mean"
+) -> Tensor:
+    """Point-wise BCE of student ``logits`` [B, N] against soft (or hard) ``targets`` in [0, 1].
+
+    ``weights`` [B, N] (or [N]) scale each entry, e.g. RD's rank weights. Entries of a row are combined by
+    ``row_reduce`` ("mean" or "sum"), rows by ``reduction``. Targets are detached: labels never get gradients.
+    """
+    per_entry = F.binary_cross_entropy_with_logits(logits, targets.detach().to(logits.dtype), reduction="none")
+    if weights is not None:
+        per_entry = per_entry * weights.detach()
+    if row_reduce == "mean":
+        per_row = per_entry.mean(dim=-1)
+    elif row_reduce == "sum":
+        per_row = per_entry.sum(dim=-1)
+    else:
+        raise ValueError(f"row_reduce must be 'mean' or 'sum', got {row_reduce!r}")
+    return _reduce(per_row, reduction)
+
+
+def squared_error_loss(target: Tensor, pred: Tensor, reduction: str = "mean") -> Tensor:
+    """Per row ‖target − pred‖² summed over the last dimension (DE's reconstruction error), rows reduced."""
+    per_row = (target.detach() - pred).pow(2).sum(dim=-1)
+    return _reduce(per_row, reduction)
