@@ -13,7 +13,7 @@ from distillrec.models.cml import CML
 from distillrec.models.lightgcn import LightGCN
 from distillrec.models.neumf import NeuMF
 from distillrec.models.pop import Pop
-from distillrec.models.vae import ItemAE, MultVAE, gather_rows
+from distillrec.models.vae import ItemAE, MultVAE, normalized_rows
 from distillrec.utils import DistillrecError
 
 
@@ -202,7 +202,8 @@ def test_vae_anneal_schedule_and_step_counter_in_state_dict():
 def test_vae_loss_is_hand_computable_at_evaluation():
     """Eval mode, no hidden layer: loss = -Σ x·log_softmax(W μ + b) + β·KL with μ from the normalised input."""
     torch.manual_seed(0)
-    model = MultVAE(2, 3, MultVAE.Config(embedding_dim=1, hidden_dims=[], total_anneal_steps=0, anneal_cap=0.5))
+    model = MultVAE(2, 3, MultVAE.Config(embedding_dim=1, hidden_dims=[], total_anneal_steps=4, anneal_cap=1.0))
+    model.anneal_step.fill_(2)  # β = 2 / 4
     x = torch.tensor([[1.0, 0.0, 1.0]])
     enc, dec = model.encoder[0], model.decoder[0]
     h = enc(x / np.sqrt(2.0))
@@ -226,15 +227,17 @@ def test_iae_full_scores_are_decoder_logits_of_encoded_items():
         torch.testing.assert_close(model.item_repr(torch.tensor([0, 5])), mu[[0, 5]])
 
 
-def test_gather_rows_matches_scipy():
+def test_normalized_rows_matches_scipy():
     m = sp.random(9, 7, density=0.3, random_state=3, format="lil")
     m[4] = 0  # an empty row
     m = m.tocsr()
     m.eliminate_zeros()
     m.data[:] = 1.0
     idx = torch.tensor([4, 0, 8, 4, 2])
-    out = gather_rows(torch.from_numpy(m.indptr).long(), torch.from_numpy(m.indices).long(), idx, 7)
-    np.testing.assert_array_equal(out.numpy(), m[idx.numpy()].toarray())
+    out = normalized_rows(torch.from_numpy(m.indptr).long(), torch.from_numpy(m.indices).long(), idx, 7)
+    dense = m[idx.numpy()].toarray()
+    norms = np.linalg.norm(dense, axis=1, keepdims=True)
+    np.testing.assert_allclose(out.to_dense().numpy(), dense / np.where(norms > 0, norms, 1), rtol=1e-6)
 
 
 def test_cml_embeddings_stay_in_unit_ball():

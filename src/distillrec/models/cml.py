@@ -84,7 +84,9 @@ class CML(Recommender):
 
     def full_scores(self, users: Tensor) -> Tensor:
         u = self._users(users)
-        v = project_to_ball(self.item_emb.weight, self.config.clip_norm)
+        # a lookup (a copy), not the weight itself: loss() clips weight rows in place, which must not invalidate
+        # a graph that a distiller built from these scores earlier in the same step
+        v = self._items(torch.arange(self.n_items, device=users.device))
         # ‖u − v‖² = ‖u‖² − 2 uᵀv + ‖v‖², as one matmul instead of a [B, n_items, d] difference tensor
         return -(u.pow(2).sum(-1, keepdim=True) - 2 * u @ v.T + v.pow(2).sum(-1))
 

@@ -29,23 +29,25 @@ from distillrec.models.registry import register_model
 from distillrec.utils import DistillrecError
 
 
-def gather_rows(indptr: Tensor, indices: Tensor, idx: Tensor, n_cols: int) -> Tensor:
-    """Dense binary rows ``idx`` [B] of a CSR matrix given by (indptr, indices) -> Float[B, n_cols]."""
+def normalized_rows(indptr: Tensor, indices: Tensor, idx: Tensor, n_cols: int) -> Tensor:
+    """Rows ``idx`` [B] of a binary CSR matrix (indptr, indices), each scaled to unit L2 norm (the encoder's input
+    normalisation), as a sparse COO tensor [B, n_cols]: the encoder's first layer then costs nnz × hidden."""
     starts = indptr[idx]
     counts = indptr[idx + 1] - starts
     row = torch.repeat_interleave(torch.arange(len(idx), device=idx.device), counts)
     first = torch.cumsum(counts, 0) - counts  # where each row's entries begin in the flattened batch
     pos = torch.arange(len(row), device=idx.device) - first[row] + starts[row]
-    out = torch.zeros(len(idx), n_cols, device=idx.device)
-    out[row, indices[pos]] = 1.0
-    return out
+    values = counts[row].float().rsqrt()
+    return torch.sparse_coo_tensor(
+        torch.stack([row, indices[pos]]), values, (len(idx), n_cols), is_coalesced=True, check_invariants=False
+    )
 
 
 class _AutoEncoder(Recommender):
     """The shared Mult-VAE network over "entities" (rows of ``matrix``) with ``n_out`` outputs each."""
 
     vector_key: str = ""  # batch key of the entities' interaction vectors
-    chunk_elements = 1 << 24  # cap on chunk × n_out input floats when encoding many entities at once
+    eval_chunk = 4096  # entities encoded at once when caching every code (iae)
 
     class Config(ModelConfig):
         # vae_cf notebook: p_dims = [200, 600, n_items] (latent 200, one hidden layer of 600, tanh), input
@@ -102,7 +104,7 @@ class _AutoEncoder(Recommender):
                 f"{type(self).__name__} needs the training matrix: build it with from_dataset(dataset) "
                 "or call set_interactions()"
             )
-        return gather_rows(self.in_indptr, self.in_indices, ids, self.n_out)
+        return normalized_rows(self.in_indptr, self.in_indices, ids, self.n_out)
 
     # -- the network -----------------------------------------------------------------------------------------
     @property
@@ -113,13 +115,22 @@ class _AutoEncoder(Recommender):
             return cfg.anneal_cap
         return min(cfg.anneal_cap, int(self.anneal_step) / cfg.total_anneal_steps)
 
+    def _beta_tensor(self) -> Tensor:
+        """``beta`` computed on the device (no host sync per training step)."""
+        cfg = self.config
+        if cfg.total_anneal_steps == 0:
+            return torch.full((), cfg.anneal_cap, device=self.anneal_step.device)
+        return (self.anneal_step.float() / cfg.total_anneal_steps).clamp(max=cfg.anneal_cap)
+
     def encode(self, x: Tensor, dropout: float = 0.0) -> tuple[Tensor, Tensor]:
-        """(μ, log σ²) of interaction vectors x [B, n_out]."""
+        """(μ, log σ²) of dense interaction vectors x [B, n_out]."""
         h = F.dropout(F.normalize(x, dim=-1), p=dropout, training=dropout > 0)
-        for i, layer in enumerate(self.encoder):
-            h = layer(h)
-            if i < len(self.encoder) - 1:
-                h = torch.tanh(h)
+        return self._encoder_tail(self.encoder[0](h))
+
+    def _encoder_tail(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """The encoder after its first linear layer."""
+        for layer in self.encoder[1:]:
+            h = layer(torch.tanh(h))
         return h.chunk(2, dim=-1)
 
     def decode_hidden(self, z: Tensor) -> Tensor:
@@ -137,14 +148,15 @@ class _AutoEncoder(Recommender):
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
         nll = -(F.log_softmax(self.decode(z), dim=-1) * x).sum(-1).mean()
         kl = (0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1)).sum(-1).mean()
-        beta = self.beta
+        beta = self._beta_tensor()
         if self.training and torch.is_grad_enabled():
             self.anneal_step += 1
         return nll + beta * kl
 
     def encode_ids(self, ids: Tensor) -> Tensor:
-        """Encoder mean μ of the stored training vectors of entities ``ids``."""
-        return self.encode(self._inputs(ids))[0]
+        """Encoder mean μ of the stored training vectors of entities ``ids`` (sparse first layer)."""
+        first = self.encoder[0]
+        return self._encoder_tail(torch.sparse.mm(self._inputs(ids), first.weight.T) + first.bias)[0]
 
     @property
     def out_layer(self) -> nn.Linear:
@@ -195,9 +207,8 @@ class ItemAE(_AutoEncoder):
         return sp.csr_matrix(train, dtype="float32").T.tocsr()
 
     def item_hidden(self, items: Tensor) -> Tensor:
-        """The decoder's last hidden layer for items [M] (their code's image), encoded in bounded chunks."""
-        chunk = max(1, self.chunk_elements // max(1, self.n_users))
-        return torch.cat([self.decode_hidden(self.encode_ids(c)) for c in items.split(chunk)])
+        """The decoder's last hidden layer for items [M] (their code's image), encoded in chunks."""
+        return torch.cat([self.decode_hidden(self.encode_ids(c)) for c in items.split(self.eval_chunk)])
 
     def _all_hidden(self) -> Tensor:
         if self._hidden_cache is not None and not (self.training and torch.is_grad_enabled()):
