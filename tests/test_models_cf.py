@@ -313,6 +313,8 @@ def test_config_rejects_unknown_keys_and_registry_lists_models():
         NeuMF.Config(mlp_layers=[7, 4])
     with pytest.raises(ValidationError):
         get_model_class("vae").Config(dropout=1.0)
+    with pytest.raises(ValidationError, match="hidden_dims"):
+        get_model_class("iae").Config(hidden_dims=[600, 0])
     assert set(CF_MODELS) <= set(list_models())
     for name in CF_MODELS:
         assert get_model_class(name).name == name

@@ -20,7 +20,7 @@ from typing import Any
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 
 from distillrec.data.dataset import Dataset
@@ -53,7 +53,7 @@ class _AutoEncoder(Recommender):
         # vae_cf notebook: p_dims = [200, 600, n_items] (latent 200, one hidden layer of 600, tanh), input
         # dropout 0.5, β annealed to 0.2 over 200,000 updates. Its L2 (λ = 0.01) is the optimiser's weight decay.
         embedding_dim: int = Field(200, gt=0)  # latent size
-        hidden_dims: list[int] = Field(default_factory=lambda: [600])
+        hidden_dims: list[PositiveInt] = Field(default_factory=lambda: [600])
         dropout: float = Field(0.5, ge=0, lt=1)
         anneal_cap: float = Field(0.2, ge=0)
         total_anneal_steps: int = Field(200_000, ge=0)  # 0 = β fixed at anneal_cap
@@ -61,8 +61,6 @@ class _AutoEncoder(Recommender):
     def __init__(self, n_users: int, n_items: int, config: ModelConfig | None = None) -> None:
         super().__init__(n_users, n_items, config)
         cfg = self.config
-        if any(h <= 0 for h in cfg.hidden_dims):
-            raise ValueError(f"hidden_dims must be positive, got {cfg.hidden_dims}")
         self.n_entities, self.n_out = self._sizes()
         enc = [self.n_out, *cfg.hidden_dims, 2 * cfg.embedding_dim]
         dec = [cfg.embedding_dim, *reversed(cfg.hidden_dims), self.n_out]
