@@ -71,7 +71,8 @@ def test_train_sequences_hand_values_and_no_leakage():
 
 def test_batches_shapes_negatives_and_determinism():
     ds = _cycle_dataset(n_users=50, n_items=6, length=10)
-    batches = list(sequence_batches(ds, max_len=8, batch_size=16, generator=torch.Generator().manual_seed(3)))
+    g = torch.Generator().manual_seed(3)
+    batches = list(sequence_batches(ds, max_len=8, batch_size=16, generator=g, trim=False))
     assert [len(b["users"]) for b in batches] == [16, 16, 16, 2]
     assert sorted(torch.cat([b["users"] for b in batches]).tolist()) == list(range(50))
     for b in batches:
@@ -81,11 +82,37 @@ def test_batches_shapes_negatives_and_determinism():
         assert torch.equal(b["neg_seq"] == 6, pad)
         assert not (b["neg_seq"] == b["target_seq"])[~pad].any()
         assert ((b["neg_seq"] >= 0) & (b["neg_seq"] <= 6)).all()
-    again = list(sequence_batches(ds, 8, 16, torch.Generator().manual_seed(3)))
-    other = list(sequence_batches(ds, 8, 16, torch.Generator().manual_seed(4)))
+    again = list(sequence_batches(ds, 8, 16, torch.Generator().manual_seed(3), trim=False))
+    other = list(sequence_batches(ds, 8, 16, torch.Generator().manual_seed(4), trim=False))
     assert all(torch.equal(a[k], b[k]) for a, b in zip(batches, again) for k in a)
     assert not torch.equal(batches[0]["users"], other[0]["users"])
     assert train_sequences(ds, 8) is train_sequences(ds, 8)  # padding is done once per data set
+
+
+def test_trim_and_bucket():
+    # lengths 3..12 items -> 1..10 training inputs; max_len 8
+    seqs = [list(range(n)) for n in range(3, 13)] * 4
+    ds = _seq_dataset(seqs, n_items=12)
+    ts = TrainSequences(ds, 8)
+    full = {int(u): (i, t) for b in ts.batches(8, torch.Generator().manual_seed(0), trim=False)
+            for u, i, t in zip(b["users"], b["input_seq"], b["target_seq"])}
+    widths = []
+    for b in ts.batches(8, torch.Generator().manual_seed(0), bucket=True):
+        real = (b["input_seq"] != 12).sum(1)
+        widths.append(b["input_seq"].shape[1])
+        assert widths[-1] == int(real.max())  # trimmed to the longest input in the batch
+        for u, i, t in zip(b["users"].tolist(), b["input_seq"], b["target_seq"]):
+            assert torch.equal(full[u][0][-len(i):], i) and torch.equal(full[u][1][-len(t):], t)
+            assert (full[u][0][: 8 - len(i)] == 12).all()  # only padding was cut
+    # 40 users sorted by length into 5 batches: widths 2, 4, 6, 8, 8 (in shuffled order)
+    assert sorted(widths) == [2, 4, 6, 8, 8]
+    model = _models(12, 8)[1].eval()
+    batch = next(ts.batches(40, torch.Generator().manual_seed(0), trim=False))
+    cut = {k: v[:, -5:] if v.dim() == 2 else v for k, v in batch.items()}
+    short = (batch["input_seq"] != 12).sum(1) <= 5
+    with torch.no_grad():
+        a, b = model.seq_output(batch["input_seq"])[short, -5:], model.seq_output(cut["input_seq"])[short]
+    assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_negatives_are_uniform_over_non_targets():
