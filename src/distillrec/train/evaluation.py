@@ -1,4 +1,4 @@
-"""The trainer's bridge to ``distillrec.evaluate``: one protocol name in, a flat dict of mean metrics out."""
+"""The trainer's bridge to ``distillrec.evaluate``: one protocol name in, an ``EvalResult`` out."""
 
 from __future__ import annotations
 
@@ -9,16 +9,15 @@ from distillrec.data.dataset import Dataset
 from distillrec.models.base import Recommender
 
 
-def evaluate_model(model: Recommender, dataset: Dataset, split: str, protocol: str, cfg: TrainConfig,
-                   per_user: bool = False) -> dict[str, Any]:
+def evaluate_model(model: Recommender, dataset: Dataset, split: str, protocol: str, cfg: TrainConfig) -> Any:
     from distillrec.evaluate import evaluate_full, evaluate_sampled
 
     if protocol == "sampled":
+        # The DE-RRD papers report H/N/M at 5, 10 and 20 whatever the training config's list says.
         ks = sorted(set(cfg.topk) | {5, 10, 20})
-        result = evaluate_sampled(model, dataset, split=split, ks=ks, batch_size=cfg.eval_batch_size)
-    else:
-        result = evaluate_full(model, dataset, split=split, ks=cfg.topk, batch_size=cfg.eval_batch_size)
-    out = {k: round(float(v), 6) for k, v in result.means.items()}
-    if per_user:
-        out["_result"] = result
-    return out
+        return evaluate_sampled(model, dataset, split=split, ks=ks, batch_size=cfg.eval_batch_size)
+    return evaluate_full(model, dataset, split=split, ks=cfg.topk, batch_size=cfg.eval_batch_size)
+
+
+def rounded(metrics: dict[str, float], digits: int = 6) -> dict[str, float]:
+    return {k: round(float(v), digits) for k, v in metrics.items()}

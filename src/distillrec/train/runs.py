@@ -19,7 +19,7 @@ from distillrec.config import RunConfig, resolve_config
 from distillrec.data.dataset import Dataset
 from distillrec.models import Recommender, get_model_class
 from distillrec.train.checkpoint import check_fingerprint, load_checkpoint
-from distillrec.train.evaluation import evaluate_model
+from distillrec.train.evaluation import evaluate_model, rounded
 from distillrec.train.trainer import Trainer, TrainResult
 from distillrec.utils import DistillrecError, atomic_write_json, atomic_write_text, resolve_device, seed_everything
 
@@ -47,7 +47,7 @@ class Run:
     def evaluate(self, split: str = "test", protocol: str | None = None) -> dict[str, Any]:
         protocol = protocol or (self.dataset.protocol if self.config.train.protocol == "auto"
                                 else self.config.train.protocol)
-        return evaluate_model(self.model, self.dataset, split, protocol, self.config.train)
+        return rounded(evaluate_model(self.model, self.dataset, split, protocol, self.config.train).metrics)
 
     @torch.no_grad()
     def recommend(self, user: str | int, k: int = 10, split: str = "test") -> list[tuple[str, float]]:

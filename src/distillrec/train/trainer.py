@@ -26,7 +26,7 @@ from distillrec.data.dataset import Dataset
 from distillrec.models.base import Recommender
 from distillrec.train.batches import BatchBuilder, epoch_generator, to_device
 from distillrec.train.checkpoint import check_fingerprint, load_checkpoint, save_checkpoint
-from distillrec.train.evaluation import evaluate_model
+from distillrec.train.evaluation import evaluate_model, rounded
 from distillrec.utils import DistillrecError, atomic_write_text, resolve_device
 
 
@@ -174,7 +174,7 @@ class Trainer:
 
     # -- evaluation -----------------------------------------------------------------------------------------
     def evaluate(self, split: str, protocol: str | None = None) -> dict[str, float]:
-        return evaluate_model(self.model, self.dataset, split, protocol or self.protocol, self.config)
+        return rounded(evaluate_model(self.model, self.dataset, split, protocol or self.protocol, self.config).metrics)
 
     # -- persistence ----------------------------------------------------------------------------------------
     def _common(self) -> dict[str, Any]:
