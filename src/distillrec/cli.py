@@ -51,6 +51,40 @@ def train_cmd(dataset, model, config_file, overrides, out, resume) -> None:
     click.echo(f"run directory: {out}")
 
 
+@cli.command("distill")
+@click.option("--teacher", "-t", required=True, type=click.Path(exists=True, file_okay=False),
+              help="the teacher's run directory (from `distillrec train`)")
+@click.option("--method", required=True, help="rd, cd, de, rrd, de-rrd, ir-rrd, dcd (see `distillrec methods`)")
+@click.option("--student", default=None, help="student model name (default: the teacher's model)")
+@click.option("--student-dim", type=click.IntRange(min=1), default=None,
+              help="student size (default: a tenth of the teacher's, φ = 0.1)")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="override a config key (distill.lambda_rrd=0.1, train.epochs=200, ...)")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="run directory to write")
+@click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
+def distill_cmd(teacher, method, student, student_dim, config_file, overrides, out, resume) -> None:
+    """Distil a trained teacher into a small student; the checkpoint holds only the deployable student."""
+    from distillrec.train.runs import distill
+
+    run = distill(teacher, method, out=out, student=student, student_dim=student_dim, config_file=config_file,
+                  overrides=overrides, resume=resume, echo=_echo)
+    results = json.loads((run.path / "results.json").read_text())
+    _print_metrics(f"{method} student ({run.model.num_parameters():,} parameters) on {run.dataset.name}: test",
+                   results.get("test", {}))
+    click.echo(f"run directory: {out}")
+
+
+@cli.command("methods")
+def methods_cmd() -> None:
+    """List the distillation methods and models."""
+    from distillrec.distill import list_methods
+    from distillrec.models import list_models
+
+    click.echo("methods: " + ", ".join(list_methods()))
+    click.echo("models:  " + ", ".join(list_models()))
+
+
 @cli.command("evaluate")
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--dataset", "-d", default=None, help="evaluate on another registered data set (same id maps)")
@@ -84,6 +118,11 @@ def recommend_cmd(run_dir, user, k, as_json) -> None:
     else:
         for rank, (item, score) in enumerate(recs, 1):
             click.echo(f"{rank:3d}  {item}  {score:.4f}")
+
+
+from distillrec.data.commands import data as data_group  # noqa: E402
+
+cli.add_command(data_group)
 
 
 def main() -> None:

@@ -126,19 +126,27 @@ class Dataset:
             if m is None:
                 continue
             out[f"n_{split}"] = int(m.nnz)
+            out[f"n_users_{split}"] = int((np.diff(m.indptr) > 0).sum())  # users with at least one
             total += int(m.nnz)
         out["n_interactions"] = total
         out["density"] = total / max(1, self.n_users * self.n_items)
         per_user = np.diff(self.train.indptr)
         out["train_per_user"] = {
-            "min": int(per_user.min(initial=0)),
+            "min": int(per_user.min()) if len(per_user) else 0,  # (min(initial=0) would always say 0)
             "median": float(np.median(per_user)) if len(per_user) else 0.0,
             "mean": float(per_user.mean()) if len(per_user) else 0.0,
             "max": int(per_user.max(initial=0)),
         }
+        out["n_items_train"] = int((np.bincount(self.train.indices, minlength=self.n_items) > 0).sum())
         out["protocol"] = self.protocol
         if self.candidates:
             out["candidates"] = {k: list(v.shape) for k, v in self.candidates.items()}
+        if "raw" in self.meta:  # the input before filtering / thresholding (rows may repeat pairs)
+            out["raw"] = dict(self.meta["raw"])
         if self.blocks is not None:
             out["n_blocks"] = len(self.blocks)
+            out["blocks"] = [
+                {k: v for k, v in b.stats().items() if k.startswith(("n_", "name"))} | {"n_rows": b.meta.get("n_rows")}
+                for b in self.blocks
+            ]
         return out
