@@ -147,11 +147,13 @@ def _split_codes(df: pd.DataFrame, users: np.ndarray, prep: PrepConfig) -> np.nd
 
 def _given_codes(split: pd.Series) -> np.ndarray:
     """Split column (categorical from the readers, or plain strings) → TRAIN/VALID/TEST codes."""
-    cat = pd.Categorical(split, categories=list(S.SPLIT_CODES))
-    if (cat.codes < 0).any():
-        bad = split[cat.codes < 0].iloc[0]
-        raise DistillrecError(f"split value {bad!r} is not one of train, valid, test")
-    return cat.codes.astype(np.int8)
+    names = list(S.SPLIT_CODES)
+    if isinstance(split.dtype, pd.CategoricalDtype) and list(split.cat.categories) == names:
+        return split.cat.codes.to_numpy().astype(np.int8)
+    known = split.isin(names).to_numpy()
+    if not known.all():
+        raise DistillrecError(f"split value {split[~known].iloc[0]!r} is not one of train, valid, test")
+    return pd.Categorical(split, categories=names).codes.astype(np.int8)
 
 
 def _csr(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:

@@ -256,13 +256,13 @@ def _convert(path: str | os.PathLike, data: bytes, header: bool, role: str, valu
     if role in ("user", "item"):
         return _id_column(values)
     if role == "split":
-        split = pd.Categorical(values.astype(str).str.strip(), categories=SPLIT_NAMES)
-        bad = np.flatnonzero(split.codes < 0)
+        stripped = values.astype(str).str.strip()
+        bad = np.flatnonzero(~stripped.isin(SPLIT_NAMES).to_numpy())
         if bad.size:
             r = int(bad[0])
             line = _line_of_row(data, r, header)
             raise DistillrecError(f"{path}: line {line}: split {values.iloc[r]!r} is not one of train, valid, test")
-        return split
+        return pd.Categorical(stripped, categories=SPLIT_NAMES)
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
     bad = np.flatnonzero(np.isnan(numbers))
     if role == "block" and not bad.size:
@@ -331,9 +331,9 @@ def _read_parquet(path: str | os.PathLike, columns: dict[str, str | int] | None)
         if role in ("user", "item"):
             out[role] = _id_column(values)
         elif role == "split":
-            out[role] = pd.Categorical(values.astype(str), categories=SPLIT_NAMES)
-            if (out[role].codes < 0).any():
+            if not values.astype(str).isin(SPLIT_NAMES).all():
                 raise DistillrecError(f"{path}: split values must be train, valid or test")
+            out[role] = pd.Categorical(values.astype(str), categories=SPLIT_NAMES)
         elif role == "timestamp" and pd.api.types.is_datetime64_any_dtype(values):
             out[role] = values.astype("int64").to_numpy() / 1e9
         else:

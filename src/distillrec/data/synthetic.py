@@ -43,7 +43,8 @@ def synthetic_interactions(
     timestamps: bool = False,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Columns user, item (and timestamp); rows of a user are in chronological order."""
+    """Columns user, item (and timestamp); rows of a user are in chronological order. The planted cluster of
+    each item is in ``frame.attrs["item_cluster"]``."""
     if n_users <= 0 or n_items <= 1 or n_clusters <= 0:
         raise ValueError("n_users, n_items and n_clusters must be positive (n_items > 1)")
     if not 0 <= noise <= 1:
@@ -87,7 +88,9 @@ def synthetic_interactions(
         cum = np.cumsum(gaps)
         offset = np.maximum.accumulate(np.where(first, cum - gaps, 0))  # cumulative gap before each user's first row
         frame["timestamp"] = np.floor(_T0 + start_time[user] + cum - offset)
-    return pd.DataFrame(frame)
+    out = pd.DataFrame(frame)
+    out.attrs["item_cluster"] = cluster  # the planted truth, for tests and diagnostics
+    return out
 
 
 def make_synthetic(
