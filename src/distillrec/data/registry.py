@@ -169,6 +169,8 @@ def load_dataset(
         from distillrec.data.synthetic import make_synthetic
 
         return make_synthetic(**overrides)
+    if spec.kind == "blocks" and overrides:
+        raise DistillrecError(f"{name}: a block stream is used as given; no overrides ({', '.join(overrides)})")
     root = utils.data_dir(data_dir)
     paths = locate_files(spec, root)
     if paths is None and spec.download is not None and download:
@@ -184,8 +186,6 @@ def load_dataset(
     df = spec.read(paths)
     meta = {"description": spec.description, "notes": spec.notes, "files": {k: str(v) for k, v in paths.items()}}
     if spec.kind == "blocks":
-        if overrides:
-            raise DistillrecError(f"{name}: a block stream is used as given; no overrides ({', '.join(overrides)})")
         return build_blocks(df, name, citation=spec.citation, meta=meta)
     prep = PrepConfig.make(spec.prep, **overrides)
     return build_dataset(df, name, prep, citation=spec.citation, meta=meta)
