@@ -240,3 +240,13 @@ def test_config_errors():
         get_model_class("sasrec").Config(hiden_size=3)
     with pytest.raises(ValueError, match="dilations"):
         NextItNet(1, 10, NextItNetConfig(dilations=[]))
+
+
+def test_empty_history_scores_are_finite():
+    ds = _seq_dataset([[1, 2], [3, 4, 5, 6]], n_items=8)  # user 0 has no input when predicting valid
+    for model in _models(8, 6):
+        model.eval()
+        model.prepare_eval(ds, "valid")
+        with torch.no_grad():
+            assert torch.isfinite(model.full_scores(torch.tensor([0]))).all()
+            assert torch.isfinite(model.full_scores(torch.tensor([0, 1]))).all()

@@ -92,7 +92,11 @@ class SequentialRecommender(Recommender):
         """The last-position representation of each user's prepared history [B, d]."""
         if self.eval_seq is None:
             raise DistillrecError(f"{self.name}: call prepare_eval(dataset, split) before scoring users")
-        return self.seq_output(self.eval_seq[users.to(self.eval_seq.device)])[:, -1]
+        seq = self.eval_seq[users.to(self.eval_seq.device)]
+        # drop the batch's leading all-padding columns: exact (outputs do not depend on left padding), and
+        # most histories are far shorter than max_len
+        width = max(1, int((seq != self.pad_id).sum(1).max()))
+        return self.seq_output(seq[:, -width:])[:, -1]
 
     def item_repr(self, items: Tensor) -> Tensor:
         return self.item_embedding(items)
