@@ -77,23 +77,19 @@ def test_masked_item_is_never_a_hit_even_when_the_list_runs_out():
     assert res.per_user["precision@3"].tolist() == [pytest.approx(1 / 3)]
 
 
-def test_ties_follow_topk_order():
-    # Ties keep the order torch.topk returns: pinned by recomputing the hits from topk's own indices.
-    n = 100
-    ds = Dataset("ties", 2, n, train=_csr([[0], [0]], n), test=_csr([[3, 40, 77, 99], [50]], n))
-    scores = torch.zeros(2, n)
-    scores[1, 50] = 1.0
-    scores[1, 7] = 1.0  # user 1: the test item ties with item 7 for rank 1
+@pytest.mark.parametrize("n", [100, 3000])  # plain and two-stage top-K paths
+def test_ties_broken_by_lower_item_index(n):
+    ds = Dataset("ties", 3, n, train=_csr([[0], [0], [0]], n), test=_csr([[3, 40, 77, 99], [50], [9]], n))
+    scores = torch.zeros(3, n)
+    scores[1, 50] = scores[1, 7] = 1.0  # user 1: the test item ties with item 7 for rank 1; 7 goes first
+    scores[2, 12] = scores[2, 9] = 1.0  # user 2: test item 9 ties with item 12; 9 goes first
     res = evaluate_full(_lookup(scores), ds, ks=(1, 5))
-    masked = scores.clone()
-    masked[:, 0] = float("-inf")
-    top = torch.topk(masked, 5, dim=1).indices
-    expect0 = sum(int(i) in (3, 40, 77, 99) for i in top[0])
-    assert res.per_user["recall@5"][0] == pytest.approx(expect0 / 4)
-    assert res.per_user["hit@1"][1] == float(int(top[1, 0]) == 50)
-    # whatever the order of the two tied items, both are within the top 2
-    assert res.per_user["mrr@5"][1] in (1.0, 0.5)
-    assert res.per_user["recall@5"][1] == 1.0
+    pu = {k: v.tolist() for k, v in res.per_user.items()}
+    # user 0: all scores equal, item 0 masked -> ranking 1, 2, 3, 4, 5: test item 3 at rank 3
+    assert pu["recall@5"][0] == 0.25 and pu["mrr@5"][0] == pytest.approx(1 / 3)
+    assert pu["hit@1"][1:] == [0.0, 1.0]
+    assert pu["mrr@5"][1:] == [0.5, 1.0]
+    assert pu["ndcg@5"][1] == pytest.approx(1 / math.log2(3))
 
 
 def _random_dataset(seed: int = 0, n_users: int = 40, n_items: int = 60) -> Dataset:

@@ -14,8 +14,8 @@ Conventions (binary relevance, r = 1-based rank):
 - ``hit@K``       = 1 if at least one relevant item is in the top K.
 - ``mrr@K``       = 1 / (rank of the first relevant item) if it is within the top K, else 0.
 
-Ties in the scores are resolved before these functions see anything: the rank of an item is its position in
-the order ``torch.topk`` returns (see ``protocols.evaluate_full``).
+Ties in the scores are resolved before these functions see anything: ``evaluate.topk`` ranks equal scores by
+item index, lower first.
 """
 
 from __future__ import annotations
