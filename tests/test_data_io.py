@@ -71,6 +71,8 @@ def test_adjacency_and_sequence_lines_keep_order(tmp_path):
     df = read_interactions(f, "adjacency")
     assert df["user"].tolist() == [0, 0, 0, 1, 2, 2, 2]
     assert df["item"].tolist() == [5, 3, 9, 2, 7, 7, 1]  # file order kept, repeats kept
+    huge = _write(tmp_path / "big.txt", "0 99999999999999999999 1\n")  # beyond int64: kept as strings
+    assert read_interactions(huge, "adjacency")["item"].tolist() == ["99999999999999999999", "1"]
 
 
 def test_citeulike_users_dat_user_is_line_number(tmp_path):

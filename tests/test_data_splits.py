@@ -24,6 +24,14 @@ def test_threshold_and_dedup_keep_the_earliest():
         apply_threshold(df.drop(columns="rating"), 4)
 
 
+def test_dedup_per_split_for_int_and_string_ids():
+    df = _frame([(1, 1), (1, 1), (1, 1), (1, 2)], split=pd.Categorical(["train", "train", "test", "train"]))
+    out = deduplicate(df)
+    assert list(zip(out["user"], out["item"], out["split"])) == [(1, 1, "train"), (1, 1, "test"), (1, 2, "train")]
+    out = deduplicate(_frame([("a", "x"), ("b", "x"), ("a", "x")]))
+    assert list(zip(out["user"], out["item"])) == [("a", "x"), ("b", "x")]
+
+
 def test_k_core_is_iterative():
     # 2-core: item 9 has one user -> dropped; then user 3 has one item left -> dropped; then item 2 has one
     # user -> dropped; then user 2 has one item -> dropped. A single pass would keep users 2 and 3.

@@ -14,6 +14,7 @@ import gzip
 import io
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -119,24 +120,26 @@ def read_lines(path: str | os.PathLike, *, count_first: bool = False) -> pd.Data
     """``user item item …`` per line (LightGCN adjacency lists, one-sequence-per-line files), in line order.
 
     With ``count_first`` the line is CiteULike's ``n item_1 … item_n`` and the user id is the 0-based line
-    number. Tokenised in one pass over the bytes: the line of every token comes from a cumulative newline
-    count, so there is no Python loop per line.
+    number. Tokenised in one pass over the bytes: token starts and newlines are found with numpy and the line
+    of every token by ``searchsorted``, so there is no Python loop per line; all-integer files are parsed by
+    numpy's C number parser, others keep their tokens as strings.
     """
     data = read_bytes(path)
-    tokens = np.array(data.split())
-    if tokens.size == 0:
-        raise DistillrecError(f"{path}: no interactions")
     raw = np.frombuffer(data, dtype=np.uint8)
     is_ws = (raw == 32) | ((raw >= 9) & (raw <= 13))  # exactly the bytes that bytes.split() splits on
     starts = np.flatnonzero(~is_ws & np.concatenate(([True], is_ws[:-1])))
+    if starts.size == 0:
+        raise DistillrecError(f"{path}: no interactions")
     newlines = np.flatnonzero(raw == ord("\n"))
     line_of_token = np.searchsorted(newlines, starts)  # 0-based line of each token
     first = np.concatenate(([True], line_of_token[1:] != line_of_token[:-1]))  # first token of each line
     head_line = line_of_token[first]
-    lengths = np.diff(np.append(np.flatnonzero(first), tokens.size)) - 1  # tokens after the head, per line
-    items = tokens[~first]
+    lengths = np.diff(np.append(np.flatnonzero(first), starts.size)) - 1  # tokens after the head, per line
+    tokens = _parse_ints(data, starts.size)
+    if tokens is None:
+        tokens = np.array(data.split())
     if count_first:
-        counts = _to_int(tokens[first], path, head_line)
+        counts = tokens[first] if tokens.dtype == np.int64 else _to_int(tokens[first], path, head_line)
         bad = np.flatnonzero(counts != lengths)
         if bad.size:
             b = bad[0]
@@ -146,7 +149,21 @@ def read_lines(path: str | os.PathLike, *, count_first: bool = False) -> pd.Data
         users = np.repeat(head_line, lengths).astype(np.int64)
     else:
         users = np.repeat(_ids(tokens[first]), lengths)
-    return pd.DataFrame({"user": users, "item": _ids(items)})
+    return pd.DataFrame({"user": users, "item": _ids(tokens[~first])})
+
+
+def _parse_ints(data: bytes, n_tokens: int) -> np.ndarray | None:
+    """Every whitespace-separated token as int64, or None when some token is not an integer."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # older numpy only warns when it stops at a non-number
+            values = np.fromstring(data, dtype=np.int64, sep=" ")
+    except (ValueError, DeprecationWarning):
+        return None
+    # int64 overflow saturates silently: such ids are kept as strings instead
+    if values.size != n_tokens or (values == np.iinfo(np.int64).max).any():
+        return None
+    return values
 
 
 def _to_int(tokens: np.ndarray, path: str | os.PathLike, lines: np.ndarray) -> np.ndarray:
@@ -161,6 +178,8 @@ def _to_int(tokens: np.ndarray, path: str | os.PathLike, lines: np.ndarray) -> n
 
 def _ids(tokens: np.ndarray) -> np.ndarray:
     """Integer ids when every token is an integer, else the tokens as str (mapped to internal ids later)."""
+    if tokens.dtype == np.int64:
+        return tokens
     try:
         return tokens.astype(np.int64)
     except (ValueError, OverflowError):
@@ -308,9 +327,9 @@ def _read_recbole(path: str | os.PathLike) -> pd.DataFrame:
         raise DistillrecError(f"{path}: line 1: a RecBole header has name:type fields, got {first!r}")
     mapping: dict[str, str | int] = {}
     for role, aliases in _ALIASES.items():
-        for name, field in zip(names, fields):
-            if name in aliases or f"{name}:" in " ".join(aliases):
-                mapping.setdefault(role, field)
+        hit = next((field for name, field in zip(names, fields) if name in aliases), None)
+        if hit is not None:
+            mapping[role] = hit
     return read_delimited(path, sep="\t", columns=mapping)
 
 
