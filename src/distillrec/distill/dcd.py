@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import torch
 from torch import Tensor
 
 from distillrec.data.dataset import Dataset
@@ -50,6 +51,9 @@ class DCDConfig(MethodConfig):
     floor: float = 1e-5
     refresh_every: int = 3
     sampling: Literal["discrepancy", "top"] = "discrepancy"
+    # "batch": fresh draws per mini-batch (the code); "epoch": one draw per row per epoch, reused by every
+    # batch (RRD's schedule), which removes the per-batch [B, N] sampling cost.
+    resample: Literal["batch", "epoch"] = "batch"
     lambda_rkd: float = 0.0  # the paper's extra RRD term; 0 = the released code
     n_interesting: int = 40  # RRD lists, used only when lambda_rkd > 0
     n_uninteresting: int = 40
@@ -74,6 +78,7 @@ class DCD(Distiller):
             self.user_lists = RankingLists(self.teacher_user_topk, PairIndex(dataset.train).to(self.device),
                                            c.n_interesting, c.n_uninteresting, c.temperature, "rank")
         self.log_weights: dict[str, tuple[Tensor, Tensor]] = {}
+        self.epoch_draws: dict[str, tuple[Tensor, Tensor]] = {}
         self._refreshed_at: int | None = None
 
     @classmethod
@@ -101,6 +106,9 @@ class DCD(Distiller):
                 self.log_weights["user"][0].device != self.device:
             self.refresh()
             self._refreshed_at = epoch
+        if self.config.resample == "epoch":
+            for side, topk, p, _ in self._sides():
+                self.epoch_draws[side] = self.draw(side, torch.arange(topk.shape[0], device=topk.device), topk, p)
 
     def draw(self, side: str, rows: Tensor, topk: Tensor, p: int) -> tuple[Tensor, Tensor]:
         """(ordered [B, P] in teacher order, bag [B, P]) for ``rows`` of ``side``."""
@@ -121,7 +129,10 @@ class DCD(Distiller):
         for side, topk, p, lam in self._sides():
             field, term = keys[side]
             rows = batch_field(batch, field, self.name).unique()
-            ordered, bag = self.draw(side, rows, topk, p)
+            if self.config.resample == "epoch":
+                ordered, bag = (t[rows] for t in self.epoch_draws[side])
+            else:
+                ordered, bag = self.draw(side, rows, topk, p)
             terms[term] = lam * ranked_pair_loss(self.student, rows, ordered, bag, side)
         if self.user_lists is not None:
             users = batch_field(batch, "users", self.name).unique()
