@@ -28,7 +28,7 @@ from torch import Tensor
 
 from distillrec.data.dataset import Dataset
 from distillrec.models.base import Recommender
-from distillrec.utils import atomic_torch_save
+from distillrec.utils import DistillrecError, atomic_torch_save
 
 FORMAT_VERSION = 1
 DEFAULT_CHUNK_ELEMS = 1 << 24  # 16M scores (64 MB of float32) per chunk
@@ -132,7 +132,7 @@ def _is_dot_product(teacher: Recommender, n_users: int, n_items: int, device: to
     items = torch.randint(0, n_items, (64,), generator=g).to(device)
     try:
         ur, ir, s = teacher.user_repr(users), teacher.item_repr(items), teacher.score(users, items)
-    except NotImplementedError:
+    except Exception:  # no usable representations: the generic full_scores path works for any model
         return False
     if ur.dim() != 2 or ur.shape != ir.shape:
         return False
@@ -205,8 +205,12 @@ def compute_knowledge(
         out.item_topk, out.item_topk_scores = torch.cat(ids), torch.cat(vals)
     if spec.reprs:
         chunk = max(1, chunk_elems // 512)
-        out.user_repr = _all_reprs(teacher.user_repr, n_users, chunk, device)
-        out.item_repr = _all_reprs(teacher.item_repr, n_items, chunk, device)
+        try:
+            out.user_repr = _all_reprs(teacher.user_repr, n_users, chunk, device)
+            out.item_repr = _all_reprs(teacher.item_repr, n_items, chunk, device)
+        except NotImplementedError:
+            raise DistillrecError(f"teacher {type(teacher).__name__} has no user_repr/item_repr, which "
+                                  "representation distillation (DE) needs") from None
     return out
 
 
