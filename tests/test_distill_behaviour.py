@@ -1,13 +1,33 @@
 """Behaviour: on planted-cluster data, a small student distilled with RRD agrees more with its teacher's
 top-10 than the same student trained alone with the same batches and steps."""
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 
+from distillrec.data.dataset import Dataset
 from distillrec.distill import get_method
 from distillrec.models.bpr import BPR
-from tests.helpers import planted_dataset
 
 STEPS_PER_EPOCH = 20
+
+
+def planted(n_users: int = 300, n_items: int = 200, n_clusters: int = 4, per_user: int = 20, noise: float = 0.2,
+            seed: int = 0) -> Dataset:
+    """User u belongs to cluster u mod C and draws most of its items from that cluster's items."""
+    rng = np.random.default_rng(seed)
+    item_cluster = np.arange(n_items) % n_clusters
+    n_noise = round(per_user * noise)
+    rows, cols = [], []
+    for u in range(n_users):
+        own = np.flatnonzero(item_cluster == u % n_clusters)
+        other = np.flatnonzero(item_cluster != u % n_clusters)
+        items = np.concatenate([rng.choice(own, per_user - n_noise, replace=False),
+                                rng.choice(other, n_noise, replace=False)])
+        rows.extend([u] * per_user)
+        cols.extend(items)
+    train = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_users, n_items))
+    return Dataset("planted", n_users, n_items, train=train, test=sp.csr_matrix((n_users, n_items)))
 
 
 def batches(ds, seed: int, steps: int, batch_size: int = 256):
@@ -45,7 +65,7 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_rrd_student_agrees_more_with_teacher_than_student_alone():
-    ds = planted_dataset(n_users=300, n_items=200, n_clusters=4, per_user=20, noise=0.2)
+    ds = planted()
     torch.manual_seed(0)
     teacher = BPR(ds.n_users, ds.n_items, BPR.Config(embedding_dim=32, init_std=0.1))
     fit(ds, teacher, 400)
@@ -61,5 +81,5 @@ def test_rrd_student_agrees_more_with_teacher_than_student_alone():
     fit(ds, student, 300, rrd, seed=1)
 
     alone_agree, rrd_agree = agreement(top10(ds, alone), teacher_top), agreement(top10(ds, student), teacher_top)
-    # Measured when written: alone ≈ 0.28, RRD ≈ 0.43.
+    # Measured when written: alone ≈ 0.34, RRD ≈ 0.48.
     assert rrd_agree > alone_agree + 0.08, (alone_agree, rrd_agree)

@@ -14,7 +14,6 @@ from distillrec.distill import get_method, list_methods
 from distillrec.distill.base import side_scores
 from distillrec.models.bpr import BPR
 from distillrec.utils import DistillrecError
-from tests.helpers import planted_dataset
 
 SMALL_LISTS = {"n_topk": 50, "n_interesting": 10, "n_uninteresting": 10}
 CASES = [
@@ -39,7 +38,12 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def setting():
-    ds = planted_dataset(n_users=120, n_items=150, per_user=14)
+    rng = np.random.default_rng(0)
+    # 120 users × 150 items, 12 training items per user.
+    cols = np.stack([rng.choice(150, 12, replace=False) for _ in range(120)])
+    train = sp.csr_matrix((np.ones(cols.size, np.float32), (np.repeat(np.arange(120), 12), cols.ravel())),
+                          shape=(120, 150))
+    ds = Dataset("random", 120, 150, train=train, test=sp.csr_matrix((120, 150)))
     torch.manual_seed(0)
     teacher = BPR(ds.n_users, ds.n_items, BPR.Config(embedding_dim=16, init_std=0.5))
     coo = ds.train.tocoo()
