@@ -50,6 +50,8 @@ class RunConfig(BaseModel):
     dataset: dict[str, Any] = Field(default_factory=lambda: {"name": "synthetic"})
     model: dict[str, Any] = Field(default_factory=lambda: {"name": "bpr"})
     train: TrainConfig = Field(default_factory=TrainConfig)
+    # Distilled students only: {method: NAME, teacher: RUN_DIR, + the method's own Config fields}.
+    distill: dict[str, Any] | None = None
 
     @property
     def model_name(self) -> str:
@@ -95,8 +97,20 @@ def parse_overrides(pairs: list[str] | tuple[str, ...]) -> list[tuple[str, Any]]
     return out
 
 
+SECTIONS = ("dataset", "model", "train", "distill")
+
+
 def _train_keys() -> set[str]:
     return set(TrainConfig.model_fields)
+
+
+def _method_keys(raw: dict[str, Any]) -> set[str]:
+    method = (raw.get("distill") or {}).get("method")
+    if not method:
+        return set()
+    from distillrec.distill import get_method
+
+    return set(get_method(method).Config.model_fields)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -105,13 +119,18 @@ def apply_overrides(raw: dict[str, Any], overrides: list[tuple[str, Any]]) -> di
     for key, value in overrides:
         if "." in key:
             section, sub = key.split(".", 1)
-            if section not in ("dataset", "model", "train"):
-                raise DistillrecError(f"unknown config section {section!r} in {key!r}; use dataset., model. or train.")
+            if section not in SECTIONS:
+                raise DistillrecError(f"unknown config section {section!r} in {key!r}; "
+                                      f"use one of {', '.join(s + '.' for s in SECTIONS)}")
         elif key in _train_keys():
             section, sub = "train", key
+        elif key in _method_keys(raw):
+            section, sub = "distill", key
         else:
             section, sub = "model", key  # validated against the model's Config below
-        raw.setdefault(section, {})[sub] = value
+        if not isinstance(raw.get(section), dict):
+            raw[section] = {}
+        raw[section][sub] = value
     return raw
 
 
@@ -163,7 +182,24 @@ def resolve_config(
     except ValidationError as e:
         raise DistillrecError(f"invalid config: {_explain(e)}") from None
     validate_model_hparams(cfg.model_name, cfg.model_hparams)
+    if cfg.distill is not None:
+        validate_method_hparams(cfg.distill)
     return cfg
+
+
+def validate_method_hparams(section: dict[str, Any]) -> BaseModel:
+    from distillrec.distill import get_method
+
+    if "method" not in section:
+        raise DistillrecError("config section 'distill' needs a 'method' key")
+    cls = get_method(section["method"])
+    hparams = {k: v for k, v in section.items() if k not in ("method", "teacher")}
+    try:
+        return cls.Config(**hparams)
+    except ValidationError as e:
+        known = ", ".join(sorted(cls.Config.model_fields))
+        raise DistillrecError(f"invalid config for method {section['method']!r}: {_explain(e)} "
+                              f"(its keys: {known})") from None
 
 
 def validate_model_hparams(name: str, hparams: dict[str, Any]) -> BaseModel:

@@ -85,12 +85,17 @@ def train(
                                 config_file=config_file, overrides=overrides)
     seed_everything(config.train.seed)
     data = ds_obj if ds_obj is not None else load_data(config)
-    net = build_model(config, data)
+    return _fit(build_model(config, data), data, config, out, resume, progress, echo)
+
+
+def _fit(net: Recommender, data: Dataset, config: RunConfig, out: str | Path | None, resume: bool,
+         progress: bool | None, echo: Callable[[str], None] | None, distiller: Any = None) -> Run:
+    """Train ``net`` (with ``distiller`` when given), keep its best weights, write the run directory."""
     out_dir = Path(out) if out else None
     if out_dir is not None:
         _prepare_out(out_dir, config, resume)
-    trainer = Trainer(net, data, config.train, out_dir=out_dir, run_config=config.to_plain(), progress=progress,
-                      echo=echo)
+    trainer = Trainer(net, data, config.train, out_dir=out_dir, distiller=distiller, run_config=config.to_plain(),
+                      progress=progress, echo=echo)
     result = trainer.fit(resume=resume)
     if out_dir is not None:
         _load_weights(net, out_dir / "checkpoints" / "best.pt", data)
@@ -158,3 +163,53 @@ def load_run(run_dir: str | Path, dataset: Dataset | str | None = None, device: 
     model.load_state_dict(ckpt["model"])
     model.to(resolve_device(device))
     return Run(model, data, config, run_dir)
+
+
+def distill(
+    teacher: Run | str | Path,
+    method: str,
+    *,
+    out: str | Path | None = None,
+    student: str | None = None,
+    student_dim: int | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    resume: bool = False,
+    progress: bool | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Run:
+    """Distil ``teacher`` (a Run or run directory) into a student with ``method``; the student starts from the
+    teacher's config (data set, model, training settings) with its size set by ``student_dim`` (default:
+    a tenth of the teacher's, the φ = 0.1 of DE-RRD/DCD) and any ``overrides``."""
+    from distillrec.distill import get_method
+
+    t_run = teacher if isinstance(teacher, Run) else load_run(teacher)
+    base = t_run.config.to_plain()
+    base["distill"] = {"method": method, "teacher": str(t_run.path) if t_run.path else None}
+    if student and student != t_run.config.model_name:
+        base["model"] = {"name": student}
+    size_key = model_size_key(base["model"]["name"])
+    if student_dim is None and size_key in base["model"] and student is None:
+        student_dim = max(1, int(base["model"][size_key]) // 10)
+    if student_dim is not None:
+        base["model"][size_key] = student_dim
+    config = resolve_config(config_file=config_file, overrides=overrides, base=base)
+    seed_everything(config.train.seed)
+    data = t_run.dataset
+    net = build_model(config, data)
+    method_cls = get_method(method)
+    hparams = {k: v for k, v in config.distill.items() if k not in ("method", "teacher")}
+    cache = t_run.path / "knowledge" if t_run.path else None
+    t_run.model.to(resolve_device(config.train.device)).eval()
+    distiller = method_cls.from_teacher(net.to(t_run.model.device), t_run.model, data, hparams, cache_dir=cache,
+                                        seed=config.train.seed)
+    return _fit(net, data, config, out, resume, progress, echo, distiller)
+
+
+def model_size_key(model_name: str) -> str:
+    """The config key that sets a model's width (what φ scales)."""
+    fields = get_model_class(model_name).Config.model_fields
+    for key in ("embedding_dim", "hidden_size"):
+        if key in fields:
+            return key
+    raise DistillrecError(f"model {model_name!r} has no size key (embedding_dim / hidden_size)")

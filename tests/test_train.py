@@ -1,0 +1,107 @@
+import json
+
+import pytest
+import torch
+
+from distillrec.config import resolve_config
+from distillrec.train.checkpoint import load_checkpoint
+from distillrec.train.runs import build_model, load_run, train
+from distillrec.train.trainer import Trainer
+from distillrec.utils import DistillrecError
+from tests.helpers import planted_dataset
+
+FAST = ["model.embedding_dim=16", "train.epochs=12", "train.batch_size=256", "train.learning_rate=0.02",
+        "train.valid_metric=recall@10", "train.patience=50"]
+
+
+def _cfg(*extra):
+    return resolve_config(dataset="planted", model="bpr", overrides=[*FAST, *extra])
+
+
+def test_training_writes_run_dir_and_beats_pop(tmp_path):
+    ds = planted_dataset()
+    train(ds, config=_cfg(), out=tmp_path / "bpr", progress=False)
+    for name in ("config.yaml", "log.jsonl", "results.json", "checkpoints/best.pt", "checkpoints/last.pt",
+                 "learning_curve.png"):
+        assert (tmp_path / "bpr" / name).exists(), name
+    log = [json.loads(line) for line in (tmp_path / "bpr" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == list(range(1, 13))
+    assert log[-1]["loss"]["base"] < log[0]["loss"]["base"]
+    results = json.loads((tmp_path / "bpr" / "results.json").read_text())
+    pop = train(ds, config=resolve_config(dataset="planted", model="pop", overrides=FAST[2:]), progress=False)
+    assert results["test"]["recall@10"] > pop.evaluate("test")["recall@10"] + 0.1
+    assert results["parameters"] == (160 + 100) * 16
+    assert results["train"]["best_epoch"] >= 1 and results["latency_ms_per_user"] > 0
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
+    ds = planted_dataset()
+    full = train(ds, config=_cfg(), out=tmp_path / "full", progress=False)
+
+    cfg = _cfg()
+    torch.manual_seed(cfg.train.seed)
+    trainer = Trainer(build_model(cfg, ds), ds, cfg.train, out_dir=tmp_path / "cut", run_config=cfg.to_plain(),
+                      progress=False)
+    calls = {"n": 0}
+    objective = trainer._objective
+
+    def dying(batch):  # the process "dies" in the middle of epoch 6
+        calls["n"] += 1
+        if calls["n"] == trainer.batches.n_batches() * 5 + 3:
+            raise _Killed
+        return objective(batch)
+
+    trainer._objective = dying
+    with pytest.raises(_Killed):
+        trainer.fit()
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["epoch"] == 5
+    trainer2 = Trainer(build_model(cfg, ds), ds, cfg.train, out_dir=tmp_path / "cut", run_config=cfg.to_plain(),
+                       progress=False)
+    result = trainer2.fit(resume=True)
+    assert result.epochs_run == 12
+    trainer2.model.load_state_dict(load_checkpoint(tmp_path / "cut" / "checkpoints" / "best.pt")["model"])
+    assert trainer2.evaluate("test") == full.evaluate("test")
+    log = [json.loads(line) for line in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == list(range(1, 13))
+
+
+def test_resume_through_train_api(tmp_path):
+    ds = planted_dataset()
+    first = train(ds, config=_cfg("train.epochs=4"), out=tmp_path / "r", progress=False)
+    with pytest.raises(DistillrecError, match="already holds a run"):
+        train(ds, config=_cfg("train.epochs=4"), out=tmp_path / "r", progress=False)
+    with pytest.raises(DistillrecError, match="another config"):
+        train(ds, config=_cfg("train.epochs=6"), out=tmp_path / "r", progress=False, resume=True)
+    again = train(ds, config=_cfg("train.epochs=4"), out=tmp_path / "r", progress=False, resume=True)
+    assert again.evaluate("test") == first.evaluate("test")
+
+
+def test_checkpoint_errors(tmp_path):
+    ds = planted_dataset()
+    train(ds, config=_cfg("train.epochs=2"), out=tmp_path / "r", progress=False)
+    other = planted_dataset(seed=1, name="other")
+    other.item_ids = other.item_ids[::-1].copy()
+    with pytest.raises(DistillrecError, match="other user/item id maps"):
+        load_run(tmp_path / "r", dataset=other)
+    best = tmp_path / "r" / "checkpoints" / "best.pt"
+    best.write_bytes(best.read_bytes()[:100])
+    with pytest.raises(DistillrecError, match="not a readable distillrec checkpoint"):
+        load_run(tmp_path / "r", dataset=ds)
+    with pytest.raises(DistillrecError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "nothing.pt")
+
+
+def test_recommend_excludes_seen_items_and_maps_ids(tmp_path):
+    ds = planted_dataset()
+    run = train(ds, config=_cfg(), out=tmp_path / "r", progress=False)
+    recs = run.recommend("u3", k=10)
+    assert len(recs) == 10 and all(item.startswith("i") for item, _ in recs)
+    seen = {f"i{i}" for i in ds.train[3].indices}
+    assert not seen & {item for item, _ in recs}
+    assert [s for _, s in recs] == sorted((s for _, s in recs), reverse=True)
+    with pytest.raises(DistillrecError, match="user 'nobody' is not in"):
+        run.recommend("nobody")
