@@ -52,6 +52,16 @@ def test_relaxed_pl_matches_naive_loop_and_reductions():
         relaxed_pl_loss(ordered, bag, "avg")
 
 
+def test_relaxed_pl_with_a_precomputed_bag_logsumexp():
+    g = torch.Generator().manual_seed(2)
+    ordered, bag = torch.randn(4, 3, generator=g) * 5, torch.randn(4, 50, generator=g) * 5
+    expected = relaxed_pl_loss(ordered, bag, reduction="none")
+    got = relaxed_pl_loss(ordered, reduction="none", bag_logsumexp=torch.logsumexp(bag, dim=1))
+    torch.testing.assert_close(got, expected)
+    with pytest.raises(ValueError, match="either bag or bag_logsumexp"):
+        relaxed_pl_loss(ordered, bag, bag_logsumexp=torch.zeros(4))
+
+
 def test_relaxed_pl_gradient_matches_float64_reference():
     g = torch.Generator().manual_seed(1)
     o, b = torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(3, 2, generator=g, dtype=torch.float64)

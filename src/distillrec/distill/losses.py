@@ -29,30 +29,36 @@ def _reduce(per_row: Tensor, reduction: str) -> Tensor:
     raise ValueError(f"reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
 
 
-def relaxed_pl_loss(ordered: Tensor, bag: Tensor | None = None, reduction: str = "mean") -> Tensor:
+def relaxed_pl_loss(ordered: Tensor, bag: Tensor | None = None, reduction: str = "mean",
+                    bag_logsumexp: Tensor | None = None) -> Tensor:
     """Relaxed Plackett-Luce NLL: ``ordered`` [B, K] ranked in order, above every entry of ``bag`` [B, L].
 
-    ``bag=None`` (or L = 0) is plain ListMLE. Stable for any score range: each row's maximum is subtracted
-    before exponentiating, and the suffix sums are a reversed ``logcumsumexp``.
+    ``bag=None`` (or L = 0) is plain ListMLE. When the bag is too large to materialise (HetComp's tail of all
+    unobserved items), pass its per-row ``bag_logsumexp`` [B] instead (computed in chunks by the caller).
+    Stable for any score range: each row's maximum is subtracted before exponentiating, and the suffix sums
+    are a reversed ``logcumsumexp``.
     """
     if ordered.dim() != 2:
         raise ValueError(f"ordered scores must be [B, K], got shape {tuple(ordered.shape)}")
-    if bag is not None and (bag.dim() != 2 or bag.shape[0] != ordered.shape[0]):
-        raise ValueError(f"bag scores must be [B, L] with B = {ordered.shape[0]}, got shape {tuple(bag.shape)}")
-    has_bag = bag is not None and bag.shape[1] > 0
+    if bag is not None and bag_logsumexp is not None:
+        raise ValueError("pass either bag or bag_logsumexp, not both")
+    if bag is not None:
+        if bag.dim() != 2 or bag.shape[0] != ordered.shape[0]:
+            raise ValueError(f"bag scores must be [B, L] with B = {ordered.shape[0]}, got shape {tuple(bag.shape)}")
+        if bag.shape[1] > 0:
+            bag_logsumexp = torch.logsumexp(bag, dim=1)  # itself max-shifted, so stable
     row_max = ordered.max(dim=1, keepdim=True).values
-    if has_bag:
-        row_max = torch.maximum(row_max, bag.max(dim=1, keepdim=True).values)
+    if bag_logsumexp is not None:
+        bag_logsumexp = bag_logsumexp.reshape(-1, 1)
+        row_max = torch.maximum(row_max, bag_logsumexp)
     # The max is a constant shift: detaching it changes no gradient and keeps autograd simple.
     row_max = row_max.detach()
     shifted = ordered - row_max
-    # suffix[k] = log Σ_{l ≥ k} exp(shifted[l])
+    # suffix[k] = log Σ_{l ≥ k} exp(shifted[l])  (+ the bag)
     suffix = torch.logcumsumexp(shifted.flip(1), dim=1).flip(1)
-    if has_bag:
-        bag_lse = torch.logsumexp(bag - row_max, dim=1, keepdim=True)
-        suffix = torch.logaddexp(suffix, bag_lse)
-    per_row = (suffix - shifted).sum(dim=1)
-    return _reduce(per_row, reduction)
+    if bag_logsumexp is not None:
+        suffix = torch.logaddexp(suffix, bag_logsumexp - row_max)
+    return _reduce((suffix - shifted).sum(dim=1), reduction)
 
 
 def listmle_loss(ordered: Tensor, reduction: str = "mean") -> Tensor:
