@@ -9,6 +9,7 @@ import sys
 import click
 
 from distillrec import __version__
+from distillrec.pipeline import DEFAULT_METHODS
 from distillrec.utils import DATA_DIR_ENV, DistillrecError
 
 
@@ -83,6 +84,30 @@ def methods_cmd() -> None:
 
     click.echo("methods: " + ", ".join(list_methods()))
     click.echo("models:  " + ", ".join(list_models()))
+
+
+@cli.command("run")
+@click.option("--dataset", "-d", default="synthetic", show_default=True, help="registered data set name")
+@click.option("--teacher", "-t", default="bpr:64", show_default=True,
+              help="MODEL:DIM to train (or reuse, by config hash), or a teacher's run directory")
+@click.option("--student-dim", type=click.IntRange(min=1), default=None,
+              help="student size (default: a tenth of the teacher's, at least 4)")
+@click.option("--methods", default=",".join(DEFAULT_METHODS), show_default=True,
+              help="comma-separated: student (trained alone) and distillation methods")
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="seeds per student")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config for every model")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a config key everywhere")
+@click.option("--out", "-o", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
+def run_cmd(dataset, teacher, student_dim, methods, seeds, config_file, overrides, out) -> None:
+    """The main job: teacher → student alone → each KD method → one comparison table, report and plots."""
+    from pathlib import Path
+
+    from distillrec.pipeline import Job, JobConfig
+
+    names = tuple(m.strip() for m in methods.split(",") if m.strip())
+    cfg = JobConfig(dataset=dataset, teacher=teacher, student_dim=student_dim, methods=names, seeds=seeds,
+                    out=Path(out), config_file=config_file, overrides=tuple(overrides))
+    Job(cfg, echo=click.echo).run()
 
 
 @cli.command("evaluate")

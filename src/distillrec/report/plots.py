@@ -62,3 +62,25 @@ def plot_accuracy_vs_size(rows: list[dict], metric: str, out_png: str | Path, ti
     ax.grid(alpha=0.3)
     ax.set_title(title or f"{metric} against model size")
     return _save(fig, Path(out_png))
+
+
+def plot_learning_curves(logs: dict[str, str | Path], metric: str, out_png: str | Path) -> Path | None:
+    """The validation metric per epoch of several runs on one axis (from their ``log.jsonl``)."""
+    fig, ax = _figure(6.4, 4.2)
+    drawn = 0
+    for label, path in logs.items():
+        path = Path(path)
+        if not path.exists():
+            continue
+        points = [(r["epoch"], r["valid"][metric]) for r in map(json.loads, path.read_text().splitlines())
+                  if metric in r.get("valid", {})]
+        if points:
+            ax.plot(*zip(*points), marker=".", markersize=3, label=label)
+            drawn += 1
+    if not drawn:
+        return None
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"valid {metric}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, Path(out_png))

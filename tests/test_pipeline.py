@@ -1,0 +1,37 @@
+"""``distillrec run`` end to end on a small synthetic data set, through the command line."""
+
+import json
+
+from click.testing import CliRunner
+
+from distillrec.cli import cli
+
+SMALL = ["dataset.n_users=300", "dataset.n_items=800", "train.epochs=4", "train.eval_every=1",
+         "train.batch_size=512"]
+
+
+def test_run_end_to_end_and_reuse(tmp_path):
+    out = tmp_path / "job"
+    args = ["run", "--methods", "student,rrd", "--student-dim", "4", "--teacher", "bpr:16", "--out", str(out)]
+    for s in SMALL:
+        args += ["--set", s]
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "significantly better than the student alone" in res.output
+    summary = json.loads((out / "results.json").read_text())
+    names = [r["name"] for r in summary["rows"]]
+    assert names == ["teacher", "student", "rrd"]
+    rows = {r["name"]: r for r in summary["rows"]}
+    assert rows["teacher"]["parameters"] == (300 + 800) * 16
+    assert rows["student"]["parameters"] == rows["rrd"]["parameters"] == (300 + 800) * 4
+    assert {"p_t", "p_wilcoxon", "mean_diff"} <= set(rows["rrd"]["vs_student"])
+    assert rows["rrd"]["epoch_time_vs_student"] > 0
+    for f in ("report.md", "accuracy_vs_parameters.png", "learning_curves.png"):
+        assert (out / f).exists(), f
+    assert "| rrd |" in (out / "report.md").read_text()
+
+    # A second invocation reuses every finished model instead of training again.
+    again = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert again.exit_code == 0
+    assert again.output.count("reusing") == 3
+    assert json.loads((out / "results.json").read_text())["rows"][2]["ndcg@20"] == rows["rrd"]["ndcg@20"]
