@@ -105,3 +105,28 @@ def test_recommend_excludes_seen_items_and_maps_ids(tmp_path):
     assert [s for _, s in recs] == sorted((s for _, s in recs), reverse=True)
     with pytest.raises(DistillrecError, match="user 'nobody' is not in"):
         run.recommend("nobody")
+
+
+@pytest.mark.parametrize("name", ["bpr", "lightgcn", "neumf", "cml", "vae", "iae", "pop"])
+def test_every_cf_model_trains_through_the_loop(name):
+    ds = planted_dataset()
+    cfg = resolve_config(dataset="planted", model=name, overrides=[
+        "train.epochs=2", "train.batch_size=64", "train.valid_metric=recall@10", *(
+            ["model.hidden_dims=[32]", "model.embedding_dim=8"] if name in ("vae", "iae") else [])])
+    run = train(ds, config=cfg, progress=False)
+    metrics = run.evaluate("test")
+    assert 0.0 <= metrics["recall@10"] <= 1.0
+    if name != "pop":
+        assert run.result.epochs_run == 2 and run.result.history[0]["loss"]["base"] > 0
+
+
+def test_sequential_model_trains_through_the_loop():
+    from distillrec.data import load_dataset
+
+    ds = load_dataset("synthetic", sequences=True, n_users=200, n_items=150)
+    cfg = resolve_config(dataset="synthetic", model="sasrec", overrides=[
+        "train.epochs=2", "train.batch_size=64", "model.max_len=20", "model.hidden_size=16"])
+    run = train(ds, config=cfg, progress=False)
+    history = run.result.history
+    assert history[1]["loss"]["base"] < history[0]["loss"]["base"]
+    assert 0.0 <= run.evaluate("test")["ndcg@10"] <= 1.0

@@ -40,7 +40,7 @@ class BatchBuilder:
             "pairwise": lambda: len(self.users),
             "user": lambda: self.dataset.n_users,
             "item": lambda: self.dataset.n_items,
-            "sequence": lambda: self.dataset.n_users,
+            "sequence": lambda: len(self._sequences()),
             "none": lambda: 0,
         }[self.input_type]()
         return -(-n // self.batch_size)
@@ -73,10 +73,13 @@ class BatchBuilder:
             cols = torch.from_numpy(self.cols[items.numpy()].toarray())
             yield {"items": items, "cols": cols}
 
-    def _sequence(self, g: torch.Generator) -> Iterator[dict[str, Tensor]]:
-        from distillrec.data.sequences import sequence_batches
+    def _sequences(self):
+        from distillrec.data.sequences import train_sequences
 
-        yield from sequence_batches(self.dataset, self.max_len or 50, self.batch_size, g)
+        return train_sequences(self.dataset, self.max_len or 50)
+
+    def _sequence(self, g: torch.Generator) -> Iterator[dict[str, Tensor]]:
+        yield from self._sequences().batches(self.batch_size, g)
 
     def _none(self, g: torch.Generator) -> Iterator[dict[str, Tensor]]:
         return iter(())

@@ -101,6 +101,8 @@ class Trainer:
             seconds = time.perf_counter() - t0
             state["train_seconds"] += seconds
             record: dict[str, Any] = {"epoch": epoch, "loss": terms, "seconds": round(seconds, 4)}
+            if self.distiller is not None and self.distiller.stats():
+                record["distill"] = self.distiller.stats()  # temperatures, curriculum phase, ...
             improved = False
             if has_valid and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
                 metrics = self.evaluate("valid")
