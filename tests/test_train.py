@@ -130,3 +130,19 @@ def test_sequential_model_trains_through_the_loop():
     history = run.result.history
     assert history[1]["loss"]["base"] < history[0]["loss"]["base"]
     assert 0.0 <= run.evaluate("test")["ndcg@10"] <= 1.0
+
+
+def test_callbacks_see_every_epoch_and_the_end():
+    seen = []
+
+    class Recorder:
+        def on_epoch_end(self, trainer, epoch, record):
+            seen.append((epoch, "valid" in record))
+
+        def on_fit_end(self, trainer, result):
+            seen.append(("end", result.epochs_run))
+
+    ds = planted_dataset()
+    cfg = _cfg("train.epochs=3", "train.eval_every=2")
+    Trainer(build_model(cfg, ds), ds, cfg.train, callbacks=[Recorder()], progress=False).fit()
+    assert seen == [(1, False), (2, True), (3, True), ("end", 3)]

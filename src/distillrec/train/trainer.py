@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,8 +58,12 @@ class Trainer:
         run_config: dict[str, Any] | None = None,
         progress: bool | None = None,
         echo: Callable[[str], None] | None = None,
+        callbacks: Sequence[Any] = (),
     ) -> None:
         self.config = config
+        # Objects with optional on_epoch_end(trainer, epoch, record) / on_fit_end(trainer, result) methods:
+        # how HetComp records teacher trajectories and CCD hooks its replay without touching the loop.
+        self.callbacks = list(callbacks)
         self.dataset = dataset
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
@@ -120,6 +124,7 @@ class Trainer:
             if improved:
                 self._save_best(epoch)
             self._save_last(state)
+            self._call("on_epoch_end", self, epoch, record)
             self._log(record)
             self.echo(_format_record(record, cfg.valid_metric))
             if not math.isfinite(sum(terms.values())):
@@ -131,7 +136,7 @@ class Trainer:
         if self.model.input_type == "none" or state["best_epoch"] == 0:
             self._save_best(state["epoch"])
         n = max(1, state["epoch"])
-        return TrainResult(
+        result = TrainResult(
             epochs_run=state["epoch"],
             best_epoch=state["best_epoch"],
             best_score=state["best_score"],
@@ -141,6 +146,14 @@ class Trainer:
             train_seconds=state["train_seconds"],
             history=history,
         )
+        self._call("on_fit_end", self, result)
+        return result
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            fn = getattr(cb, hook, None)
+            if fn is not None:
+                fn(*args)
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         # Dropout and any sampling inside the model use the global RNG: seed it per epoch for exact resume.
