@@ -20,12 +20,14 @@ def _check(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_chunk_size_choice():
-    assert chunk_size(40981, 20) == 64  # √(40981/20) ≈ 45.3, log2 ≈ 5.50 → 2⁶
-    assert chunk_size(100, 5) == 0  # too narrow to be worth two stages: plain topk
-    assert chunk_size(100_000, 1) == 256
+    assert chunk_size(40981, 20) == 64  # 40981 // (8 · 20) = 256, capped at 64: 640 maxima, 1,280 candidates
+    assert chunk_size(5003, 20) == 31  # 5003 // 160
+    assert chunk_size(256, 5) == 0  # short rows: plain topk
+    assert chunk_size(1000, 100) == 0  # fewer than 2 columns per chunk
+    assert chunk_size(100_000, 1) == 64
 
 
-@pytest.mark.parametrize(("n", "k"), [(5000, 20), (4099, 7), (1031, 1), (3000, 50)])
+@pytest.mark.parametrize(("n", "k"), [(5000, 20), (4099, 7), (1031, 1), (3000, 50), (40981, 20), (40981, 100)])
 def test_matches_torch_topk_on_random_rows(n, k):
     g = torch.Generator().manual_seed(n + k)
     scores = torch.randn(16, n, generator=g)
@@ -33,7 +35,7 @@ def test_matches_torch_topk_on_random_rows(n, k):
     _check(scores, k)
 
 
-@pytest.mark.parametrize("n", [100, 2000, 5003])  # plain topk path, then two-stage paths
+@pytest.mark.parametrize("n", [100, 2000, 5003, 40981])  # plain topk, then 2, 3 and 4 stages
 def test_ties_broken_by_lower_item_index(n):
     k = 20
     g = torch.Generator().manual_seed(n)
