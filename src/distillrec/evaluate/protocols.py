@@ -61,8 +61,9 @@ def _select_users(dataset: Dataset, target: sp.csr_matrix, users: Iterable[int] 
     if users is None:
         cand = np.arange(dataset.n_users, dtype=np.int64)
     else:
-        cand = np.unique(np.asarray(list(users) if not isinstance(users, np.ndarray | Tensor) else users,
-                                    dtype=np.int64))
+        if isinstance(users, Tensor):
+            users = users.cpu().numpy()
+        cand = np.unique(np.asarray(users if isinstance(users, np.ndarray) else list(users), dtype=np.int64))
         if cand.size and (cand[0] < 0 or cand[-1] >= dataset.n_users):
             raise ValueError(f"users must be internal ids in [0, {dataset.n_users}); got {cand[0]}..{cand[-1]}")
     n_target = np.diff(target.indptr)
