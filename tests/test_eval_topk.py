@@ -78,3 +78,13 @@ def test_nan_surfaces_and_bad_k():
     assert torch.isnan(values[1, 0]) and indices[1, 0] == 1234 and not torch.isnan(values[0]).any()
     with pytest.raises(ValueError, match="k=0"):
         topk(scores, 0)
+
+
+def test_thread_setting_is_restored():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        topk(torch.randn(4, 40981), 20)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
