@@ -20,3 +20,4 @@ __all__ = [
     "load_or_compute_knowledge",
     "register_method",
 ]
+from distillrec.distill import ensemble, hetcomp, trajectory  # noqa: F401  (HetComp: registers "hetcomp")

@@ -1,0 +1,252 @@
+"""Teacher sets for HetComp: train heterogeneous teachers, each with its trajectory, into one directory.
+
+A teacher-set directory holds one run directory per teacher (``config.yaml``, ``log.jsonl``,
+``results.json``, ``checkpoints/``, plus ``trajectory.pt``) and ``teacher_set.json``, the manifest: the data
+set section, its fingerprint, the trajectory settings and per teacher its model, run directory, trajectory
+file, checkpoint epochs, size, scoring latency and accuracy. The manifest is rewritten after every finished
+teacher, so an interrupted set keeps the teachers it has; running the same call again reuses them (a
+teacher whose run was cut short is trained again from scratch: its trajectory cannot be resumed).
+
+- ``train_with_trajectory(dataset, model, k_checkpoints, …)``: one model trained by the usual loop with a
+  ``TrajectoryRecorder`` callback (``TrainConfig`` has no trajectory switch);
+- ``train_teacher_set(…)``: the six teachers of the paper — MF (bpr), CML (cml), NeuMF (neumf), LightGCN
+  (lightgcn), Mult-VAE (vae), item autoencoder (iae) — or any mapping of names to model specs;
+- ``distill_from_teacher_set(teacher_set, …)``: a HetComp student from a teacher set (what
+  ``distill(method="hetcomp")`` cannot do: the method needs trajectories, not one teacher).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from distillrec.config import RunConfig, load_yaml, merge, resolve_config
+from distillrec.data.dataset import Dataset
+from distillrec.distill.ensemble import MANIFEST, TeacherEnsemble, read_manifest
+from distillrec.distill.trajectory import FILENAME, Trajectory, TrajectoryRecorder, train_hash
+from distillrec.models.base import Recommender
+from distillrec.train.checkpoint import check_fingerprint, load_checkpoint
+from distillrec.train.runs import Run, build_model, load_data, model_size_key, write_results
+from distillrec.train.trainer import Trainer
+from distillrec.utils import DistillrecError, atomic_write_json, atomic_write_text, seed_everything
+
+FORMAT = "distillrec-teacher-set/1"
+# HetComp's teachers (names as in the authors' code). Their sizes are not in the public code: model defaults.
+DEFAULT_TEACHERS: dict[str, dict[str, Any]] = {
+    "MF": {"model": {"name": "bpr"}}, "ML": {"model": {"name": "cml"}}, "DL": {"model": {"name": "neumf"}},
+    "GNN": {"model": {"name": "lightgcn"}}, "AE": {"model": {"name": "vae"}}, "I-AE": {"model": {"name": "iae"}},
+}
+# The authors' student schedule (spec §A.7): Adam 1e-3, L2 1e-5, 1024 interactions per batch, validation
+# every 10 epochs on Recall@50, stop after 5 evaluations without a gain.
+HETCOMP_TRAIN: dict[str, Any] = {"epochs": 1000, "batch_size": 1024, "learning_rate": 1e-3, "weight_decay": 1e-5,
+                                 "eval_every": 10, "patience": 5, "valid_metric": "recall@50", "topk": [10, 50]}
+
+
+class TrajectoryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    k_checkpoints: int = Field(4, ge=1)  # V (the last = the best model)
+    topk: int = Field(100, ge=1)  # K_e: listed unobserved items per user and checkpoint
+    queue_len: int = Field(5, ge=1)  # recent recorded epochs in the rank-std queue
+    queue_topk: int | None = Field(None, ge=1)  # list length kept per queued epoch (default 2·K_e)
+    every: int = Field(1, ge=1)  # record every k epochs (and at every validation)
+
+
+class TeacherSetConfig(BaseModel):
+    """A teacher-set YAML: ``dataset``, shared ``train`` settings, ``teachers`` (name → {model, train}) and
+    ``trajectory``. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: dict[str, Any] = Field(default_factory=lambda: {"name": "synthetic"})
+    train: dict[str, Any] = Field(default_factory=dict)
+    teachers: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_TEACHERS))
+    trajectory: TrajectoryConfig = Field(default_factory=TrajectoryConfig)
+
+
+@dataclass
+class TeacherSet:
+    path: Path
+    dataset: Dataset
+    manifest: dict[str, Any]
+
+    def ensemble(self, tau1: float = 10.0, tau2: float = 100.0, teachers: Sequence[str] | None = None
+                 ) -> TeacherEnsemble:
+        return TeacherEnsemble.from_teacher_set(self.path, self.dataset, tau1, tau2, teachers)
+
+
+# -- one run with a trajectory ----------------------------------------------------------------------------------
+_RUN_FILES = ("log.jsonl", "results.json", "checkpoints/last.pt", "checkpoints/best.pt", FILENAME)
+
+
+def _fit(model: Recommender, dataset: Dataset, config: RunConfig, out: str | Path | None, *,
+         callbacks: Sequence[Any] = (), distiller: Any = None, overwrite: bool = False, resume: bool = False,
+         progress: bool | None = None, echo: Callable[[str], None] | None = None) -> tuple[Run, dict[str, Any]]:
+    """``train.runs``' fit with trainer callbacks: train, keep the best weights, write the run directory.
+    Returns the run and its ``results.json`` content (empty without ``out``)."""
+    out_dir = Path(out) if out else None
+    if out_dir is not None:
+        if (out_dir / "checkpoints" / "last.pt").exists() and not (overwrite or resume):
+            raise DistillrecError(f"{out_dir} already holds a run; choose another output directory")
+        if overwrite and not resume:  # a run cut short: its trajectory is lost, so it starts over
+            for name in _RUN_FILES:
+                (out_dir / name).unlink(missing_ok=True)
+        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config.to_plain(), sort_keys=False))
+    trainer = Trainer(model, dataset, config.train, out_dir=out_dir, distiller=distiller,
+                      run_config=config.to_plain(), progress=progress, echo=echo, callbacks=callbacks)
+    result = trainer.fit(resume=resume)
+    if out_dir is not None:
+        ckpt = load_checkpoint(out_dir / "checkpoints" / "best.pt", map_location=model.device)
+        check_fingerprint(ckpt, dataset.fingerprint(), out_dir / "checkpoints" / "best.pt", dataset.name)
+        model.load_state_dict(ckpt["model"])
+    run = Run(model, dataset, config, out_dir, result)
+    return run, write_results(run, trainer) if out_dir is not None else {}
+
+
+def train_with_trajectory(
+    dataset: Dataset, model: Recommender, k_checkpoints: int = 4, *, config: RunConfig | None = None,
+    out: str | Path | None = None, topk: int = 100, queue_len: int = 5, queue_topk: int | None = None,
+    every: int = 1, overwrite: bool = False, progress: bool | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> tuple[Run, Trajectory]:
+    """Train ``model`` with the usual loop while recording ``k_checkpoints`` trajectory checkpoints (the last
+    = the best model); with ``out`` the run directory gets ``trajectory.pt`` too."""
+    if config is None:
+        config = resolve_config(base={"dataset": {"name": dataset.name}, "model": {"name": model.name,
+                                                                                  **model.hparams()}})
+    recorder = TrajectoryRecorder(dataset, k_checkpoints, topk, queue_len, queue_topk, every)
+    run, _ = _fit(model, dataset, config, out, callbacks=[recorder], overwrite=overwrite, progress=progress,
+                  echo=echo)
+    assert recorder.trajectory is not None  # on_fit_end always builds it or raises
+    return run, recorder.trajectory
+
+
+# -- a teacher set ----------------------------------------------------------------------------------------------
+def _teacher_spec(name: str, spec: Any) -> dict[str, Any]:
+    if isinstance(spec, str):
+        return {"model": {"name": spec}, "train": {}}
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("model"), Mapping | str):
+        raise DistillrecError(f"teacher {name!r}: expected a model name or {{model: {{name: …}}, train: {{…}}}}, "
+                              f"got {spec!r}")
+    unknown = set(spec) - {"model", "train"}
+    if unknown:
+        raise DistillrecError(f"teacher {name!r}: unknown key(s) {', '.join(sorted(unknown))} (use model, train)")
+    model = {"name": spec["model"]} if isinstance(spec["model"], str) else dict(spec["model"])
+    return {"model": model, "train": dict(spec.get("train") or {})}
+
+
+def load_teacher_set_config(path: str | Path | None = None, **sections: Any) -> TeacherSetConfig:
+    """A validated teacher-set config: the YAML file (if any), then ``sections`` on top."""
+    raw = load_yaml(path) if path else {}
+    raw = merge(raw, {k: v for k, v in sections.items() if v is not None})
+    try:
+        return TeacherSetConfig(**raw)
+    except ValidationError as e:
+        where = f"{path}: " if path else ""
+        raise DistillrecError(f"{where}invalid teacher-set config: {e.errors()[0]['loc']}: "
+                              f"{e.errors()[0]['msg']}") from None
+
+
+def train_teacher_set(
+    dataset: str | Dataset | None = None, out: str | Path = "runs/teachers", *,
+    config_file: str | Path | None = None, teachers: Mapping[str, Any] | None = None,
+    train: Mapping[str, Any] | None = None, trajectory: Mapping[str, Any] | None = None,
+    overrides: Sequence[str] = (), progress: bool | None = None, echo: Callable[[str], None] | None = None,
+) -> TeacherSet:
+    """Train every teacher (default: HetComp's six) with its trajectory into ``out``; return the set.
+
+    ``train`` settings apply to every teacher (a teacher's own ``train`` section wins), ``overrides``
+    (``--set`` strings) to every teacher on top of that."""
+    echo = echo or (lambda msg: None)
+    cfg = load_teacher_set_config(config_file, teachers=dict(teachers) if teachers is not None else None,
+                                  train=dict(train) if train is not None else None,
+                                  trajectory=dict(trajectory) if trajectory is not None else None)
+    ds_section = dict(cfg.dataset)
+    if isinstance(dataset, Dataset):
+        ds_section = {"name": dataset.name}
+    elif isinstance(dataset, str):
+        ds_section = {"name": dataset}
+    data = dataset if isinstance(dataset, Dataset) else load_data(RunConfig(dataset=ds_section))
+    out = Path(out)
+    old = read_manifest(out) if (out / MANIFEST).exists() else None
+    if old is not None and old.get("dataset_fingerprint") != data.fingerprint():
+        raise DistillrecError(f"{out / MANIFEST}: the set was trained on another data set; choose another out")
+    done = {e["name"]: e for e in (old or {}).get("teachers", [])}
+    tj = cfg.trajectory
+    manifest: dict[str, Any] = {"format": FORMAT, "dataset": ds_section, "dataset_name": data.name,
+                                "dataset_fingerprint": data.fingerprint(), "train_hash": train_hash(data.train),
+                                "trajectory": tj.model_dump(), "teachers": []}
+    for name, raw_spec in cfg.teachers.items():
+        spec = _teacher_spec(name, raw_spec)
+        run_cfg = resolve_config(base={"dataset": ds_section, "model": spec["model"],
+                                       "train": merge(cfg.train, spec["train"])}, overrides=list(overrides))
+        key = _config_key(run_cfg, tj)
+        prev = done.get(name)
+        if prev is not None and prev.get("key") == key and (out / prev["trajectory"]).exists():
+            echo(f"teacher {name}: reusing {out / prev['run_dir']}")
+            manifest["teachers"].append(prev)
+            continue
+        echo(f"teacher {name} ({run_cfg.model_name}): training → {out / name}")
+        seed_everything(run_cfg.train.seed)
+        model = build_model(run_cfg, data)
+        run, traj = train_with_trajectory(data, model, tj.k_checkpoints, config=run_cfg, out=out / name,
+                                          topk=tj.topk, queue_len=tj.queue_len, queue_topk=tj.queue_topk,
+                                          every=tj.every, overwrite=True, progress=progress, echo=None)
+        results = json.loads((out / name / "results.json").read_text())
+        manifest["teachers"].append({
+            "name": name, "model": run_cfg.model_name, "model_hparams": run_cfg.model_hparams, "key": key,
+            "run_dir": name, "trajectory": f"{name}/{FILENAME}", "checkpoint_epochs": traj.epochs,
+            "best_epoch": run.result.best_epoch if run.result else None, "parameters": results["parameters"],
+            "latency_ms_per_user": results["latency_ms_per_user"], "valid": results.get("valid"),
+            "test": results.get("test")})
+        atomic_write_json(out / MANIFEST, manifest)  # after every teacher: an interrupted set keeps it
+    atomic_write_json(out / MANIFEST, manifest)
+    return TeacherSet(out, data, manifest)
+
+
+def _config_key(cfg: RunConfig, tj: TrajectoryConfig) -> str:
+    blob = json.dumps({"run": cfg.to_plain(), "trajectory": tj.model_dump()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_teacher_set(path: str | Path, dataset: Dataset | None = None) -> TeacherSet:
+    """A trained teacher set, with its data set (loaded from the manifest's section unless given)."""
+    manifest = read_manifest(path)
+    data = dataset if dataset is not None else load_data(RunConfig(dataset=manifest.get("dataset") or {}))
+    if manifest.get("dataset_fingerprint") not in (None, data.fingerprint()):
+        raise DistillrecError(f"{Path(path) / MANIFEST}: trained on other user/item ids than {data.name!r}")
+    return TeacherSet(Path(path), data, manifest)
+
+
+# -- a HetComp student --------------------------------------------------------------------------------------------
+def distill_from_teacher_set(
+    teacher_set: str | Path, *, out: str | Path | None = None, student: str = "bpr", student_dim: int | None = 6,
+    config_file: str | Path | None = None, overrides: Sequence[str] = (), dataset: Dataset | None = None,
+    resume: bool = False, progress: bool | None = None, echo: Callable[[str], None] | None = None,
+) -> Run:
+    """Distil a teacher set into a ``student`` (default: MF of dim 6, the authors' student) with HetComp,
+    under the authors' schedule (``HETCOMP_TRAIN``) unless the config file or ``overrides`` say otherwise."""
+    from distillrec.distill.hetcomp import HetComp
+
+    ts = load_teacher_set(teacher_set, dataset)
+    model: dict[str, Any] = {"name": student}
+    if student_dim is not None:
+        model[model_size_key(student)] = student_dim
+    base = {"dataset": ts.manifest.get("dataset") or {"name": ts.dataset.name}, "model": model,
+            "train": dict(HETCOMP_TRAIN), "distill": {"method": "hetcomp", "teacher": str(teacher_set)}}
+    config = resolve_config(config_file=config_file, overrides=list(overrides), base=base)
+    if (config.distill or {}).get("method") != "hetcomp":
+        raise DistillrecError(f"distill_from_teacher_set trains HetComp students; the config asks for "
+                              f"{(config.distill or {}).get('method')!r}")
+    seed_everything(config.train.seed)
+    net = build_model(config, ts.dataset)
+    hparams = {k: v for k, v in config.distill.items() if k not in ("method", "teacher")}
+    distiller = HetComp.from_teacher_set(net, teacher_set, ts.dataset, hparams, seed=config.train.seed)
+    return _fit(net, ts.dataset, config, out, distiller=distiller, resume=resume, progress=progress, echo=echo)[0]
