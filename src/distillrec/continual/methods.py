@@ -1,0 +1,201 @@
+"""The stream methods: CCD and its baselines, each a base block and a per-block update of (teachers, student).
+
+- ``ccd``      — spec §B.5–B.8: the student M_k = the previous distilled student D_{k−1}, grown with the CCD
+  initialisation and updated on D_k with proxy-guided replay (stability/plasticity proxies of the distilled
+  students); each teacher updated with LWC-KD + PIW plus replay of the student side (S, P, M_k); the teacher
+  system = the rank ensemble; then D_k = a fresh student distilled from it, the start of the next block.
+- ``finetune`` — teachers and student trained on the new block only, from their previous weights.
+- ``retrain``  — teachers retrained from scratch on all blocks so far; the student distilled from them afresh.
+- ``lwckd``    — teachers and student each updated with LWC-KD (+ PIW) from their own previous version:
+  no distillation after D0, no proxies, no replay (CCD without its collaborative parts).
+- ``once``     — the teachers and the student of D0, never updated (new entities score 0).
+
+Block 0 is the same for all: base teachers trained on D0, a student distilled from their ensemble.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import scipy.sparse as sp
+import torch
+
+from distillrec.continual.config import ReplaySettings, at_block
+from distillrec.continual.growth import all_reprs, frozen_copy, has_reprs
+from distillrec.continual.lwckd import LWCKD, LWCKDConfig
+from distillrec.continual.objectives import UpdateObjective, VAEUpdateObjective
+from distillrec.continual.proxies import ema_model
+from distillrec.continual.replay import ReplayBuffer, merge_replay, sample_replay
+from distillrec.continual.stages import (
+    Context,
+    distil_student,
+    fit,
+    grow_for_block,
+    n_batches,
+    stage_train_config,
+    train_teachers,
+)
+from distillrec.models.base import Recommender
+from distillrec.utils import DistillrecError
+
+METHODS = ("ccd", "finetune", "retrain", "lwckd", "once")
+
+
+@dataclass
+class StreamState:
+    """The models carried from one block to the next."""
+
+    teachers: list[Recommender]
+    student: Recommender  # the deployed student M_k
+    distilled: Recommender | None = None  # D_k (ccd)
+    stability: Recommender | None = None  # S_{k-1} (ccd)
+    plasticity: Recommender | None = None  # P_{k-1} (ccd)
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise DistillrecError(f"unknown stream method {method!r}; expected one of {', '.join(METHODS)}")
+    return method
+
+
+def base_block(ctx: Context) -> tuple[StreamState, dict[str, Any]]:
+    view = ctx.stream.view(0)
+    teachers, info = train_teachers(ctx, view, 0)
+    student, info["kd"] = distil_student(ctx, teachers, view, 0)
+    return StreamState(teachers, student, distilled=student), info
+
+
+def update_block(ctx: Context, method: str, state: StreamState, k: int) -> tuple[StreamState, dict[str, Any]]:
+    return {"ccd": _ccd, "finetune": _finetune, "retrain": _retrain, "lwckd": _lwckd, "once": _once}[
+        check_method(method)](ctx, state, k)
+
+
+def _init_mode(ctx: Context, method: str) -> str:
+    mode = ctx.cfg.init.mode
+    return ("random" if method == "finetune" else "ccd") if mode == "auto" else mode
+
+
+# -- replay ---------------------------------------------------------------------------------------------------
+def _exclusion(ctx: Context, k: int) -> sp.csr_matrix:
+    """Items never replayed at block k: the training items of blocks k−1 and k."""
+    m = (ctx.stream.matrix(k - 1, "train", k) + ctx.stream.matrix(k, "train")).tocsr()
+    m.data[:] = 1.0
+    return m
+
+
+def _replay_buffer(ctx: Context, sources: list[tuple[Recommender, float]], reference: Recommender,
+                   settings: ReplaySettings, k: int, n_steps: int, seed: int) -> ReplayBuffer | None:
+    a = int(at_block(settings.top_a, k))
+    sources = [(m, int(n)) for m, n in sources if int(n) > 0]
+    if not sources or a <= 0:
+        return None
+    exclude = _exclusion(ctx, k)
+
+    def draw(generator: torch.Generator):
+        parts = [sample_replay(m, reference, n, a, settings.epsilon, exclude=exclude, generator=generator,
+                               batch_size=settings.batch_size) for m, n in sources]
+        return merge_replay(parts, reference.n_items)
+
+    return ReplayBuffer(draw, n_steps, seed)
+
+
+# -- one model's continual update -----------------------------------------------------------------------------
+def _update(ctx: Context, previous: Recommender, k: int, name: str, *, init: str, lwc: bool,
+            replay_sources: list[tuple[Recommender, float]], settings: ReplaySettings, train_cfg,
+            reference: Recommender | None = None) -> tuple[Recommender, dict]:
+    """Grow ``previous`` to block k, then train it on D_k with LWC-KD (``lwc``) and replay of the sources."""
+    view = ctx.stream.view(k)
+    seed = ctx.stage_seed(k, name)
+    model = grow_for_block(ctx, previous, k, name, init)
+    cfg = stage_train_config(train_cfg, ctx, seed)
+    ref = reference if reference is not None else frozen_copy(model)
+    buffer = _replay_buffer(ctx, replay_sources, ref, settings, k, n_batches(model, view, cfg), seed)
+    tu = ctx.cfg.teacher_update
+    if model.input_type == "user":  # Mult-VAE: KL to the previous output + pseudo-label replay
+        objective = VAEUpdateObjective(model, frozen_copy(previous) if lwc else None, kl_lambda=tu.kl_lambda,
+                                       replay=buffer, pseudo_label=tu.pseudo_label,
+                                       resample_every=settings.resample_every)
+    else:
+        lwckd = None
+        if lwc and has_reprs(model):
+            old = frozen_copy(previous)
+            with torch.no_grad():
+                old_u, old_i = all_reprs(old, old.n_users, old.n_items)
+            old_train = ctx.graph(k - 1)
+            lwckd = LWCKD(old_u, old_i, old_train, LWCKDConfig(**tu.lwckd), seed=seed)
+        objective = UpdateObjective(model, lwckd=lwckd, replay=buffer, lambda_replay=settings.lambda_replay,
+                                    anneal_epochs=settings.anneal_epochs, resample_every=settings.resample_every)
+    info = fit(ctx, model, view, cfg, ctx.stage_dir(k, name), objective)
+    if buffer is not None:
+        info["n_replay"] = len(buffer.data)
+    return model, info
+
+
+def _update_teachers(ctx: Context, state: StreamState, k: int, init: str, lwc: bool,
+                     sources: list[tuple[Recommender, float]]) -> tuple[list[Recommender], dict]:
+    tu = ctx.cfg.teacher_update
+    teachers, info = [], {}
+    for i, previous in enumerate(state.teachers):
+        name = f"teacher{i}-{ctx.cfg.teachers[i]['name']}"
+        model, info[name] = _update(ctx, previous, k, name, init=init, lwc=lwc, replay_sources=sources,
+                                    settings=tu.replay, train_cfg=tu.train)
+        teachers.append(model)
+    return teachers, info
+
+
+# -- the methods ----------------------------------------------------------------------------------------------
+def _ccd(ctx: Context, state: StreamState, k: int) -> tuple[StreamState, dict]:
+    su, tu = ctx.cfg.student_update, ctx.cfg.teacher_update
+    if state.distilled is None:
+        raise DistillrecError("ccd needs the distilled student of the previous block in its state")
+    t0 = time.perf_counter()
+    stability = ema_model(state.stability, state.distilled, float(at_block(su.w_stability, k)))
+    plasticity = ema_model(state.plasticity, state.distilled, float(at_block(su.w_plasticity, k)))
+    info: dict[str, Any] = {"proxies_seconds": round(time.perf_counter() - t0, 3)}
+    # Stage 2: the deployed student, replaying what the proxies know and the distilled student lost
+    sources = [(stability, at_block(su.replay.n_stability, k))]
+    if k > 1:  # at k = 1 both proxies are D_0: the authors use S only
+        sources.append((plasticity, at_block(su.replay.n_plasticity, k)))
+    student, info["student"] = _update(ctx, state.distilled, k, "student", init=_init_mode(ctx, "ccd"), lwc=False,
+                                       replay_sources=sources, settings=su.replay, train_cfg=su.train,
+                                       reference=frozen_copy(state.distilled))
+    # Stage 3: every teacher, with LWC-KD + PIW and the student side's knowledge
+    t_sources = [(stability, at_block(tu.replay.n_stability, k)), (plasticity, at_block(tu.replay.n_plasticity, k)),
+                 (frozen_copy(student), at_block(tu.replay.n_student, k))]
+    teachers, info["teachers"] = _update_teachers(ctx, state, k, _init_mode(ctx, "ccd"), True, t_sources)
+    # Stage 1 for the next block: a fresh student distilled from the updated teacher system
+    distilled, info["kd"] = distil_student(ctx, teachers, ctx.stream.view(k), k)
+    return StreamState(teachers, student, distilled, stability, plasticity), info
+
+
+def _finetune(ctx: Context, state: StreamState, k: int) -> tuple[StreamState, dict]:
+    init = _init_mode(ctx, "finetune")
+    su = ctx.cfg.student_update
+    teachers, info = _update_teachers(ctx, state, k, init, False, [])
+    student, info["student"] = _update(ctx, state.student, k, "student", init=init, lwc=False, replay_sources=[],
+                                       settings=su.replay, train_cfg=su.train)
+    return StreamState(teachers, student), info
+
+
+def _lwckd(ctx: Context, state: StreamState, k: int) -> tuple[StreamState, dict]:
+    init = _init_mode(ctx, "lwckd")
+    su = ctx.cfg.student_update
+    teachers, info = _update_teachers(ctx, state, k, init, True, [])
+    student, info["student"] = _update(ctx, state.student, k, "student", init=init, lwc=True, replay_sources=[],
+                                       settings=su.replay, train_cfg=su.train)
+    return StreamState(teachers, student), info
+
+
+def _retrain(ctx: Context, state: StreamState, k: int) -> tuple[StreamState, dict]:
+    view = ctx.stream.view(k, train="history")
+    teachers, info = train_teachers(ctx, view, k)
+    student, info["kd"] = distil_student(ctx, teachers, view, k)
+    return StreamState(teachers, student, distilled=student), info
+
+
+def _once(ctx: Context, state: StreamState, k: int) -> tuple[StreamState, dict]:
+    teachers = [grow_for_block(ctx, t, k, f"teacher{i}", "zero") for i, t in enumerate(state.teachers)]
+    student = grow_for_block(ctx, state.student, k, "student", "zero")
+    return StreamState(teachers, student), {}

@@ -1,0 +1,170 @@
+"""The pieces every stream method is made of: building models, one training stage through the trainer,
+the base teachers, the student distilled from the teacher system, model growth with the CCD initialisation,
+and the per-block evaluation r(k, 0..k)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import scipy.sparse as sp
+import torch
+
+from distillrec.config import TrainConfig
+from distillrec.continual.config import StreamConfig
+from distillrec.continual.ensemble import RankEnsemble
+from distillrec.continual.entity_init import init_new_entities
+from distillrec.continual.growth import attach_interactions, grow_model
+from distillrec.continual.stream import Stream
+from distillrec.data.dataset import Dataset
+from distillrec.evaluate import evaluate_full
+from distillrec.models import Recommender, get_model_class
+from distillrec.train.checkpoint import load_checkpoint
+from distillrec.train.trainer import Trainer
+from distillrec.utils import resolve_device
+
+
+@dataclass
+class Context:
+    """What the stages of one stream run share."""
+
+    cfg: StreamConfig
+    stream: Stream
+    seed: int
+    out: Path
+    echo: Callable[[str], None]
+    progress: bool | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.cfg.device)
+
+    def stage_seed(self, k: int, stage: str, index: int = 0) -> int:
+        """A seed per (run seed, block, stage, member): the same whether or not the run was resumed."""
+        h = hashlib.sha256(f"{self.seed}|{k}|{stage}|{index}".encode()).hexdigest()
+        return int(h[:8], 16) % (2**31 - 1)
+
+    def graph(self, k: int) -> sp.csr_matrix:
+        """The interactions graph/autoencoder models use at block k (config ``graph``)."""
+        if self.cfg.graph == "history":
+            return self.stream.history(k)
+        return self.stream.matrix(k, "train")
+
+    def stage_dir(self, k: int, name: str) -> Path:
+        return self.out / "blocks" / f"D{k}" / name
+
+
+def split_spec(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return spec["name"], {k: v for k, v in spec.items() if k not in ("name", "seed")}
+
+
+def build_model(spec: dict[str, Any], n_users: int, n_items: int, interactions: sp.spmatrix, seed: int,
+                device: torch.device) -> Recommender:
+    name, hparams = split_spec(spec)
+    cls = get_model_class(name)
+    torch.manual_seed(seed)
+    model = cls(n_users, n_items, cls.Config(**hparams)).to(device)
+    attach_interactions(model, interactions)
+    return model
+
+
+def stage_train_config(base: TrainConfig, ctx: Context, seed: int) -> TrainConfig:
+    return base.model_copy(update={"seed": seed, "device": ctx.cfg.device})
+
+
+def n_batches(model: Recommender, view: Dataset, cfg: TrainConfig) -> int:
+    n = view.train.nnz if model.input_type == "pairwise" else (
+        view.n_items if model.input_type == "item" else view.n_users)
+    return max(1, math.ceil(n / cfg.batch_size))
+
+
+def fit(ctx: Context, model: Recommender, view: Dataset, cfg: TrainConfig, stage_dir: Path,
+        objective: Any = None) -> dict[str, Any]:
+    """Train ``model`` on ``view`` through the trainer (log in ``stage_dir/log.jsonl``); keep its best weights
+    on ``view``'s valid split. A stage cut short is simply run again: the stream resumes between blocks."""
+    if stage_dir.exists():
+        shutil.rmtree(stage_dir)
+    trainer = Trainer(model, view, cfg, out_dir=stage_dir, distiller=objective, progress=ctx.progress)
+    result = trainer.fit()
+    best = stage_dir / "checkpoints" / "best.pt"
+    model.load_state_dict(load_checkpoint(best, map_location=trainer.device)["model"])
+    shutil.rmtree(stage_dir / "checkpoints")  # the block state keeps the weights that matter
+    model.eval()
+    return {"epochs": result.epochs_run, "best_epoch": result.best_epoch, "best_valid": result.best_score,
+            "seconds": round(result.train_seconds, 3)}
+
+
+def train_teachers(ctx: Context, view: Dataset, k: int, tag: str = "teacher") -> tuple[list[Recommender], dict]:
+    """Fresh teachers trained on ``view`` (each member with its own seed)."""
+    teachers, info = [], {}
+    nu, ni = ctx.stream.sizes(k)
+    for i, spec in enumerate(ctx.cfg.teachers):
+        seed = ctx.stage_seed(k, tag, int(spec.get("seed", i)))
+        model = build_model(spec, nu, ni, ctx.graph(k), seed, ctx.device)
+        name = f"{tag}{i}-{spec['name']}"
+        info[name] = fit(ctx, model, view, stage_train_config(ctx.cfg.teacher_train, ctx, seed),
+                         ctx.stage_dir(k, name))
+        teachers.append(model)
+    return teachers, info
+
+
+def distil_student(ctx: Context, teachers: list[Recommender], view: Dataset, k: int) -> tuple[Recommender, dict]:
+    """A fresh student distilled from the rank ensemble on ``view`` (BPR + user-side RRD + item-side RRD)."""
+    from distillrec.distill.irrrd import IRRRD
+    from distillrec.distill.knowledge import compute_knowledge
+
+    t0 = time.perf_counter()
+    ensemble = RankEnsemble(teachers, ctx.cfg.ensemble_beta)
+    config = IRRRD.make_config(ctx.cfg.kd)
+    knowledge = compute_knowledge(ensemble, view, IRRRD.knowledge_spec(config))
+    seconds_knowledge = time.perf_counter() - t0
+    seed = ctx.stage_seed(k, "kd")
+    nu, ni = ctx.stream.sizes(k)
+    student = build_model(ctx.cfg.student, nu, ni, ctx.graph(k), seed, ctx.device)
+    distiller = IRRRD(student, knowledge, view, config, seed=seed)
+    info = fit(ctx, student, view, stage_train_config(ctx.cfg.kd_train, ctx, seed), ctx.stage_dir(k, "kd"),
+               distiller)
+    info["knowledge_seconds"] = round(seconds_knowledge, 3)
+    return student, info
+
+
+def grow_for_block(ctx: Context, model: Recommender, k: int, stage: str, init: str) -> Recommender:
+    """``model`` (sized for block k−1) grown to block k's entities; new rows by ``init``: "ccd" (1-hop +
+    popular 2-hop), "random" (the model's own initialisation) or "zero"."""
+    nu, ni = ctx.stream.sizes(k)
+    torch.manual_seed(ctx.stage_seed(k, f"grow-{stage}"))
+    grown = grow_model(model, nu, ni, new_rows="zero" if init == "zero" else "init", interactions=ctx.graph(k))
+    if init == "ccd":
+        ou, oi = ctx.stream.sizes(k - 1)
+        init_new_entities(grown, ctx.stream.matrix(k, "train"), ou, oi, ctx.cfg.init.topk, ctx.cfg.init.one_hop_only)
+        attach_interactions(grown, ctx.graph(k))  # drops any cache built on the old rows
+    return grown
+
+
+def evaluate_block(ctx: Context, models: dict[str, Recommender], k: int) -> dict[str, Any]:
+    """r(k, j) for j = 0..k (test of block j, masked by block j's train or by blocks 0..j's train) and the
+    new users of block k, for every model."""
+    ev = ctx.cfg.eval
+    train = "history" if ev.mask == "history" else "block"
+    new_users = ctx.stream.new_users(k)
+    out: dict[str, Any] = {}
+    for role, model in models.items():
+        blocks = []
+        for j in range(k + 1):
+            res = evaluate_full(model, ctx.stream.view(k, j, train=train), "test", ks=ev.ks, metrics=ev.metrics,
+                                batch_size=ev.batch_size)
+            blocks.append({m: round(v, 6) for m, v in res.metrics.items()} | {"n_users": res.n_users_evaluated})
+        entry: dict[str, Any] = {"blocks": blocks, "parameters": model.num_parameters()}
+        if len(new_users):
+            res = evaluate_full(model, ctx.stream.view(k, k, train=train), "test", ks=ev.ks, metrics=ev.metrics,
+                                batch_size=ev.batch_size, users=new_users)
+            entry["new_users"] = {m: round(v, 6) for m, v in res.metrics.items()} | {
+                "n_users": res.n_users_evaluated}
+        out[role] = entry
+    return out
