@@ -154,6 +154,22 @@ def load_teacher_set_config(path: str | Path | None = None, **sections: Any) -> 
                               f"{e.errors()[0]['msg']}") from None
 
 
+def teacher_run_configs(cfg: TeacherSetConfig, dataset: Mapping[str, Any] | None = None,
+                        overrides: Sequence[str] = ()) -> dict[str, RunConfig]:
+    """Each teacher's resolved run config (shared ``train`` < the teacher's ``train`` < ``overrides``);
+    every unknown key is an error naming the teacher."""
+    out = {}
+    for name, raw_spec in cfg.teachers.items():
+        spec = _teacher_spec(name, raw_spec)
+        base = {"dataset": dict(dataset or cfg.dataset), "model": spec["model"],
+                "train": merge(cfg.train, spec["train"])}
+        try:
+            out[name] = resolve_config(base=base, overrides=list(overrides))
+        except DistillrecError as e:
+            raise DistillrecError(f"teacher {name!r}: {e}") from None
+    return out
+
+
 def train_teacher_set(
     dataset: str | Dataset | None = None, out: str | Path = "runs/teachers", *,
     config_file: str | Path | None = None, teachers: Mapping[str, Any] | None = None,
@@ -183,10 +199,7 @@ def train_teacher_set(
     manifest: dict[str, Any] = {"format": FORMAT, "dataset": ds_section, "dataset_name": data.name,
                                 "dataset_fingerprint": data.fingerprint(), "train_hash": train_hash(data.train),
                                 "trajectory": tj.model_dump(), "teachers": []}
-    for name, raw_spec in cfg.teachers.items():
-        spec = _teacher_spec(name, raw_spec)
-        run_cfg = resolve_config(base={"dataset": ds_section, "model": spec["model"],
-                                       "train": merge(cfg.train, spec["train"])}, overrides=list(overrides))
+    for name, run_cfg in teacher_run_configs(cfg, ds_section, overrides).items():
         key = _config_key(run_cfg, tj)
         prev = done.get(name)
         if prev is not None and prev.get("key") == key and (out / prev["trajectory"]).exists():
