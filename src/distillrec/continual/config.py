@@ -45,6 +45,7 @@ class StreamSettings(_Strict):
     n_blocks: int = Field(5, ge=1)
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
+    dataset: dict[str, Any] = Field(default_factory=dict)  # load_dataset options (synthetic: n_users, …)
 
 
 class InitSettings(_Strict):

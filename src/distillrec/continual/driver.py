@@ -47,7 +47,7 @@ def as_stream(dataset: str | Stream | Dataset, cfg: StreamConfig, data_dir: str 
             return stream_from_blocks(dataset)
         return cut_stream(dataset, s.base_fraction, s.n_blocks, s.ratios, s.seed)
     return load_stream(dataset, data_dir, base_fraction=s.base_fraction, n_blocks=s.n_blocks, ratios=s.ratios,
-                       seed=s.seed)
+                       seed=s.seed, **s.dataset)
 
 
 # -- saving and restoring the models between blocks ----------------------------------------------------------
