@@ -61,6 +61,11 @@ def knn_graph(matrix: sp.spmatrix, n_neighbors: int, chunk_elems: int = 1 << 22)
     return sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(n, n))
 
 
+def old_graphs(old_train: sp.spmatrix, n_neighbors: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """The user–user and item–item kNN graphs of an interaction matrix."""
+    return knn_graph(old_train, n_neighbors), knn_graph(sp.csr_matrix(old_train).T, n_neighbors)
+
+
 class _Neighbours(nn.Module):
     """A CSR neighbour list as tensors; ``gather(rows)`` → (position in ``rows``, neighbour id) pairs."""
 
@@ -99,7 +104,8 @@ class LWCKD(nn.Module):
     """The LWC-KD + PIW terms of one model being updated from its previous version (frozen reprs given)."""
 
     def __init__(self, old_user: Tensor, old_item: Tensor, old_train: sp.spmatrix, config: LWCKDConfig,
-                 seed: int = 0) -> None:
+                 seed: int = 0, graphs: tuple[sp.spmatrix, sp.spmatrix] | None = None) -> None:
+        """``graphs``: prebuilt (user–user, item–item) kNN graphs of ``old_train`` (several teachers share them)."""
         super().__init__()
         self.config = config
         self.n_old_users, self.n_old_items = old_user.shape[0], old_item.shape[0]
@@ -109,8 +115,8 @@ class LWCKD(nn.Module):
         self.ui = _Neighbours(old_train)
         self.iu = _Neighbours(old_train.T.tocsr())
         if config.graph_terms:
-            self.uu = _Neighbours(knn_graph(old_train, config.n_neighbors))
-            self.ii = _Neighbours(knn_graph(old_train.T, config.n_neighbors))
+            uu, ii = graphs if graphs is not None else old_graphs(old_train, config.n_neighbors)
+            self.uu, self.ii = _Neighbours(uu), _Neighbours(ii)
         if config.piw:
             g = torch.Generator().manual_seed(seed)
             pick = torch.randperm(self.n_old_users, generator=g)[: config.n_clusters]

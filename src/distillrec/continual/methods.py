@@ -24,7 +24,7 @@ import torch
 
 from distillrec.continual.config import ReplaySettings, at_block
 from distillrec.continual.growth import all_reprs, frozen_copy, has_reprs
-from distillrec.continual.lwckd import LWCKD, LWCKDConfig
+from distillrec.continual.lwckd import LWCKD, LWCKDConfig, old_graphs
 from distillrec.continual.objectives import UpdateObjective, VAEUpdateObjective
 from distillrec.continual.proxies import ema_model
 from distillrec.continual.replay import ReplayBuffer, merge_replay, sample_replay
@@ -123,8 +123,12 @@ def _update(ctx: Context, previous: Recommender, k: int, name: str, *, init: str
             old = frozen_copy(previous)
             with torch.no_grad():
                 old_u, old_i = all_reprs(old, old.n_users, old.n_items)
-            old_train = ctx.graph(k - 1)
-            lwckd = LWCKD(old_u, old_i, old_train, LWCKDConfig(**tu.lwckd), seed=seed)
+            old_train, lcfg = ctx.graph(k - 1), LWCKDConfig(**tu.lwckd)
+            graphs = None
+            if lcfg.graph_terms:  # shared by every teacher of the block
+                key = ("knn", k - 1, lcfg.n_neighbors)
+                graphs = ctx.cache[key] = ctx.cache.get(key) or old_graphs(old_train, lcfg.n_neighbors)
+            lwckd = LWCKD(old_u, old_i, old_train, lcfg, seed=seed, graphs=graphs)
         objective = UpdateObjective(model, lwckd=lwckd, replay=buffer, lambda_replay=settings.lambda_replay,
                                     anneal_epochs=settings.anneal_epochs, resample_every=settings.resample_every)
     info = fit(ctx, model, view, cfg, ctx.stage_dir(k, name), objective)

@@ -9,7 +9,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ class Context:
     out: Path
     echo: Callable[[str], None]
     progress: bool | None = None
+    cache: dict = field(default_factory=dict)  # what several models of one block share (kNN graphs)
 
     @property
     def device(self) -> torch.device:
