@@ -195,11 +195,30 @@ def test_side_scores_item_side():
     assert side_scores(student, items, users, "item").tolist() == [[3.0] * 3, [1.0] * 3]
 
 
-def test_wrong_batch_and_too_long_lists_are_clear_errors():
+def test_wrong_batch_and_config_errors_are_clear():
     ds, teacher, student, _ = tiny()
     d = get_method("rrd").from_teacher(student, teacher, ds, {"n_topk": 2, "n_interesting": 2, "n_uninteresting": 1})
     with pytest.raises(DistillrecError, match="needs a training batch with 'users'"):
         d.kd_terms({"rows": torch.zeros(1, 4)})
-    too_long = pytest.raises(DistillrecError, match="n_interesting = 4 is longer than")
-    with too_long, pytest.warns(UserWarning, match="cut"):
-        get_method("rrd").from_teacher(student, teacher, ds, {"n_topk": 5, "n_interesting": 4})
+    with pytest.raises(ValidationError, match=r"n_interesting \(6\) must not exceed n_topk \(5\)"):
+        get_method("rrd").Config(n_topk=5, n_interesting=6)
+    with pytest.raises(ValidationError, match=r"n_item_interesting \(9\)"):
+        get_method("ir-rrd").Config(n_item_topk=8, n_item_interesting=9)
+    with pytest.raises(ValidationError, match=r"n_samples \(30\) × 2 must not exceed n_topk \(50\)"):
+        get_method("dcd").Config(n_topk=50, n_samples=30, sampling="top")
+
+
+def test_a_catalogue_too_small_for_the_lists_is_cut_with_warnings():
+    # 4 items, 1 seen: 3 unobserved (teacher order 3, 2, 1). Asked N = 5, K = 4, L = 3: the list is cut to 3,
+    # K to 2 (one column must stay for the bag), and the one column left is drawn with replacement.
+    ds, teacher, student, _ = tiny()
+    with pytest.warns(UserWarning) as record:
+        d = get_method("rrd").from_teacher(student, teacher, ds, {"n_topk": 5, "n_interesting": 4,
+                                                                  "n_uninteresting": 3})
+    text = " ".join(str(w.message) for w in record)
+    assert "cut from 5 to 3" in text and "cut to 2" in text and "with replacement" in text
+    d.on_epoch_start(1)
+    assert d.user_lists.k == 2
+    assert d.user_lists.combined.tolist() == [[3, 2, 1, 1, 1]]
+    assert torch.isfinite(d.loss({"users": torch.tensor([0]), "pos_items": torch.tensor([0]),
+                                  "neg_items": torch.tensor([[1]])})["rrd"])

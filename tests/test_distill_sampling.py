@@ -136,8 +136,43 @@ def test_ranking_lists_refresh():
     top = RankingLists(topk, index, 3, 4, mode="top")
     top.refresh(torch.Generator().manual_seed(6))
     assert top.lists(torch.tensor([1]))[0].tolist() == [[6, 7, 8]]
+    with pytest.warns(UserWarning, match="7 interesting entries per row cut to 6"):
+        assert RankingLists(topk, index, 7, 4).k == 6
     with pytest.raises(ValueError, match="n_interesting"):
-        RankingLists(topk, index, 7, 4)
+        RankingLists(topk, index, 0, 4)
+
+
+def test_ranking_lists_cut_per_row_on_a_small_catalogue():
+    # 30 columns; row 0 has 3 training columns (27 unobserved), row 1 has 2 (28), row 2 none (30). Lists of 20,
+    # K = 3, L = 10: rows keep 17, 18 and 20 entries so that 10 columns stay outside train ∪ list.
+    index = PairIndex(tiny_train())
+    g = torch.Generator().manual_seed(8)
+    topk = torch.stack([torch.tensor([c for c in range(30) if c not in own][:20])
+                        for own in ({0, 1, 2}, {5, 29}, set())])
+    with pytest.warns(UserWarning, match="cut to 17–18 entries for 2 of 3 rows"):
+        lists = RankingLists(topk, index, 3, 10, temperature=100.0)
+    for _ in range(20):
+        lists.refresh(g)
+        for r, keep in enumerate((17, 18, 20)):
+            kept = set(topk[r, :keep].tolist())
+            assert set(lists.interesting[r].tolist()) <= kept  # interesting only from the cut list
+            bag = set(lists.uninteresting[r].tolist())
+            assert len(bag) == 10 and not bag & (kept | set(tiny_train()[r].indices.tolist()))
+    # The bag of row 0 can only be its 10 free columns: all of them, every time.
+    assert set(lists.uninteresting[0].tolist()) == set(range(30)) - {0, 1, 2} - set(topk[0, :17].tolist())
+
+
+def test_uninteresting_with_replacement_from_a_too_small_pool_is_uniform():
+    index = PairIndex(tiny_train())
+    lists = torch.tensor([c for c in range(24) if c not in (5,)]).expand(4000, 23)  # row 1 keeps 28, 29 − {29}…
+    out = sample_uninteresting(torch.ones(4000, dtype=torch.long), 6, index, lists, torch.Generator().manual_seed(9),
+                               replace_short=True)
+    # Row 1 excludes {5, 29} and 0..23: columns 24..28 are left (5 of them) for 6 draws → with replacement.
+    assert set(out.reshape(-1).tolist()) == {24, 25, 26, 27, 28}
+    counts = torch.bincount(out.reshape(-1), minlength=29)[24:].float()
+    assert chi_square(counts, torch.full((5,), 0.2)) < CHI2_999[4]
+    with pytest.raises(DistillrecError, match="row 1 has only 5 columns"):
+        sample_uninteresting(torch.ones(2, dtype=torch.long), 6, index, lists[:2])
 
 
 def test_anneal_temperature_values():

@@ -8,17 +8,26 @@ A ``Distiller`` wraps a student ``Recommender`` and the frozen teacher knowledge
 - ``on_epoch_start(epoch)``: refresh per-epoch samples, anneal temperatures, switch curricula. Called by the
   trainer before each epoch with 1-based epoch numbers (and lazily with epoch 1 if ``loss`` comes first);
   schedules count from ``epoch_index(epoch) = epoch − 1``, so the first epoch is epoch 0 of a paper schedule.
+  Every draw of an epoch comes from ``generator()``, seeded by (seed, epoch) at the epoch's start — as the
+  trainer's own draws are — so a run resumed from a checkpoint repeats the uninterrupted run exactly. State
+  that outlives an epoch and cannot be recomputed from (seed, epoch) and the student (DCD's student ranks)
+  lives in persistent buffers, saved with the checkpoint.
 - ``extra_parameters()``: parameters that are trained with the student but not deployed (experts, gates).
 - ``student``: what gets deployed.
 
 The teacher itself is not held: every method works from the knowledge tensors (registered as non-persistent
 buffers, so ``.to(device)`` moves them and checkpoints stay small). ``Distiller.from_teacher`` computes or
 loads that knowledge. Methods use the student only through ``score``, ``user_repr``, ``item_repr`` and
-``loss``, so any model of the contract (BPR-MF, NeuMF, LightGCN) can be teacher or student.
+``loss``, so any model of the contract (BPR-MF, NeuMF, LightGCN) can be teacher or student. ``list_scores``
+scores each row against its list; for a BPR-MF student (checked to score as the dot product of its
+representations) it gathers the representations once and multiplies element-wise, which is cheaper than the
+generic ``score`` (a batched mat-vec, and on the item side one pair per list entry).
 """
 
 from __future__ import annotations
 
+import hashlib
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -92,12 +101,51 @@ def side_scores(model: Recommender, rows: Tensor, cols: Tensor, side: str) -> Te
     raise ValueError(f"side must be 'user' or 'item', got {side!r}")
 
 
+def dot_side_scores(model: Recommender, rows: Tensor, cols: Tensor, side: str) -> Tensor:
+    """``side_scores`` for a model whose score is ⟨user_repr, item_repr⟩: one representation per row, one per
+    list entry, multiplied element-wise (no per-pair lookup of the row, no batched mat-vec)."""
+    if side == "user":
+        row_repr, col_repr = model.user_repr(rows), model.item_repr(cols)
+    elif side == "item":
+        row_repr, col_repr = model.item_repr(rows), model.user_repr(cols)
+    else:
+        raise ValueError(f"side must be 'user' or 'item', got {side!r}")
+    return (col_repr * row_repr.unsqueeze(1)).sum(-1)
+
+
+# Models whose reprs are plain table lookups, so two repr calls cost no more than one score call (LightGCN's
+# reprs each re-propagate the graph in training; it keeps the generic path).
+_DOT_STUDENTS = ("bpr",)
+
+
+@torch.no_grad()
+def scores_as_dot_product(model: Recommender) -> bool:
+    """Whether ``model.score`` equals the dot product of its representations (checked on a few pairs)."""
+    if model.name not in _DOT_STUDENTS:
+        return False
+    g = torch.Generator().manual_seed(0)
+    users = torch.randint(0, model.n_users, (8,), generator=g).to(model.device)
+    items = torch.randint(0, model.n_items, (8, 3), generator=g).to(model.device)
+    try:
+        expected = model.score(users, items)
+        got = dot_side_scores(model, users, items, "user")
+    except (NotImplementedError, RuntimeError):
+        return False
+    return got.shape == expected.shape and torch.allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
 def ranked_pair_loss(model: Recommender, rows: Tensor, ordered: Tensor, bag: Tensor, side: str) -> Tensor:
     """Relaxed Plackett-Luce loss (mean over rows) of the model's scores: ``ordered`` [B, K] in order, above
     ``bag`` [B, L]. One ``score`` call for both lists."""
     scores = side_scores(model, rows, torch.cat([ordered, bag], dim=1), side)
     k = ordered.shape[1]
     return relaxed_pl_loss(scores[:, :k], scores[:, k:])
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of a distiller's draws in ``epoch``: a hash of (seed, epoch), a stream apart from the trainer's."""
+    digest = hashlib.blake2b(f"distill|{seed}|{epoch}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
 class Distiller(nn.Module):
@@ -119,6 +167,7 @@ class Distiller(nn.Module):
         self._check_knowledge(knowledge)
         for field, tensor in knowledge.tensors().items():
             self.register_buffer(f"teacher_{field}", tensor.to(student.device), persistent=False)
+        self.dot_student = scores_as_dot_product(student)
 
     # -- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -163,20 +212,35 @@ class Distiller(nn.Module):
         return self.student.device
 
     def generator(self) -> torch.Generator:
-        """A seeded generator on the current device (one per device type, created on first use)."""
+        """The generator of the current epoch's draws on the current device: seeded by (seed, epoch) when
+        first used in an epoch, so every draw of an epoch is a function of (seed, epoch) alone."""
         device = self.device
         key = str(device)
         if key not in self._generators:
-            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
+            self._generators[key] = torch.Generator(device=device).manual_seed(epoch_seed(self.seed, self._epoch or 0))
         return self._generators[key]
 
     def list_width(self, knowledge_field: str, wanted: int, what: str) -> int:
-        """Check that a cached list is at least ``wanted`` long (the knowledge may have been cut)."""
+        """How many entries of the cached ``knowledge_field`` lists to use: ``wanted``, or fewer (with a
+        warning) when the lists were cut because the catalogue has fewer unobserved entries per row."""
         have = getattr(self, f"teacher_{knowledge_field}").shape[1]
         if wanted > have:
-            raise DistillrecError(f"method {self.name!r}: {what} = {wanted} is longer than the teacher's "
-                                  f"{knowledge_field} lists ({have})")
+            warnings.warn(f"method {self.name!r}: {what} cut from {wanted} to {have}, the length of the teacher's "
+                          f"{knowledge_field} lists (a small catalogue)", stacklevel=2)
+            return have
         return wanted
+
+    def list_scores(self, rows: Tensor, cols: Tensor, side: str) -> Tensor:
+        """Student scores [R, N] of each row against its list (see ``side_scores``)."""
+        if self.dot_student:
+            return dot_side_scores(self.student, rows, cols, side)
+        return side_scores(self.student, rows, cols, side)
+
+    def ranked_loss(self, rows: Tensor, lists: Tensor, k: int, side: str) -> Tensor:
+        """Relaxed Plackett-Luce loss (mean over rows): ``lists`` [R, K + L] holds each row's ordered list
+        (first ``k`` columns, in order) and its bag; one scoring pass for both."""
+        scores = self.list_scores(rows, lists, side)
+        return relaxed_pl_loss(scores[:, :k], scores[:, k:])
 
     @torch.no_grad()
     def student_ranks(self, lists: Tensor, side: str, pairs_per_chunk: int = 1 << 18) -> Tensor:
@@ -189,7 +253,7 @@ class Distiller(nn.Module):
             parts = []
             for r0 in range(0, lists.shape[0], chunk):
                 rows = torch.arange(r0, min(r0 + chunk, lists.shape[0]), device=lists.device)
-                parts.append(ranks_in_rows(side_scores(self.student, rows, lists[rows], side)))
+                parts.append(ranks_in_rows(self.list_scores(rows, lists[rows], side)))
             return torch.cat(parts)
         finally:
             self.student.train(was_training)
@@ -210,6 +274,7 @@ class Distiller(nn.Module):
 
     def on_epoch_start(self, epoch: int) -> None:
         self._epoch = epoch
+        self._generators.clear()  # the epoch's generators are re-seeded from (seed, epoch) on first use
 
     @staticmethod
     def epoch_index(epoch: int) -> int:

@@ -49,11 +49,12 @@ class CD(Distiller):
                  config: CDConfig | Mapping[str, Any] | None = None, seed: int = 0) -> None:
         super().__init__(student, knowledge, dataset, config, seed)
         c = self.config
-        self.list_width("user_topk", c.n_topk, "n_topk")
         if c.n_samples > c.n_topk:
             raise ValueError(f"CD: n_samples ({c.n_samples}) must not exceed n_topk ({c.n_topk})")
-        self.register_buffer("samples", torch.zeros(0, c.n_samples, dtype=torch.long), persistent=False)
-        self.register_buffer("labels", torch.zeros(0, c.n_samples), persistent=False)
+        self.n_list = self.list_width("user_topk", c.n_topk, "n_topk")  # shorter on a small catalogue
+        self.n_samples = self.list_width("user_topk", c.n_samples, "n_samples")
+        self.register_buffer("samples", torch.zeros(0, self.n_samples, dtype=torch.long), persistent=False)
+        self.register_buffer("labels", torch.zeros(0, self.n_samples), persistent=False)
 
     @classmethod
     def knowledge_spec(cls, config: CDConfig) -> KnowledgeSpec:
@@ -61,27 +62,27 @@ class CD(Distiller):
 
     def sampling_log_weights(self) -> Tensor:
         """[U, N] log-probabilities (up to a constant) of drawing each list position this epoch."""
-        c = self.config
-        lists = self.teacher_user_topk[:, :c.n_topk]
+        c, n = self.config, self.n_list
+        lists = self.teacher_user_topk[:, :n]
         if c.guide == "base":
             return torch.zeros(lists.shape, device=self.device)
         if c.guide == "student":
             rank = self.student_ranks(lists, "user").float()
         else:
-            rank = torch.arange(c.n_topk, device=self.device, dtype=torch.float32).expand(lists.shape)
+            rank = torch.arange(n, device=self.device, dtype=torch.float32).expand(lists.shape)
         if c.decay == "exp":
-            return -c.gamma * rank / c.n_topk
-        return torch.log1p(-rank / c.n_topk)  # 1 − r/N ≥ 1/N > 0
+            return -c.gamma * rank / n
+        return torch.log1p(-rank / n)  # 1 − r/N ≥ 1/N > 0
 
     def on_epoch_start(self, epoch: int) -> None:
         super().on_epoch_start(epoch)
         c = self.config
-        pos = gumbel_topk(self.sampling_log_weights(), c.n_samples, self.generator())
+        pos = gumbel_topk(self.sampling_log_weights(), self.n_samples, self.generator())
         self.samples = self.teacher_user_topk.gather(1, pos)
         teacher_logits = self.teacher_user_topk_scores.gather(1, pos)
         self.labels = torch.sigmoid((teacher_logits + c.label_shift) / c.label_temperature)
 
     def kd_terms(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         users = batch_field(batch, "users", self.name).unique()
-        logits = self.student.score(users, self.samples[users])
+        logits = self.list_scores(users, self.samples[users], "user")
         return {"cd": self.config.lambda_cd * soft_bce_loss(logits, self.labels[users])}

@@ -9,6 +9,11 @@ the code), vectorised over [rows, N] (the code loops over users and items and ho
 draws are fresh per mini-batch. Weights are floored (1e-5) so a row with fewer than P positive weights
 still yields P draws (the code crashes there).
 
+Resume: the student ranks behind the weights are persistent buffers (int16), saved with the checkpoint, so a
+run resumed between two refreshes samples from the same weights as the uninterrupted run.
+
+Small catalogues: P is lowered (with a warning) to what a row's list can supply (N, or N/2 for "top").
+
 ``sampling="top"`` is the no-sampling variant: the ordered list is the teacher's top-P; the bag is still
 drawn ∝ w⁻, among the list positions after P.
 
@@ -25,12 +30,13 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
+from pydantic import model_validator
 from torch import Tensor
 
 from distillrec.data.dataset import Dataset
-from distillrec.distill.base import Distiller, MethodConfig, batch_field, ranked_pair_loss, register_method
+from distillrec.distill.base import Distiller, MethodConfig, batch_field, register_method
 from distillrec.distill.knowledge import KnowledgeSpec, TeacherKnowledge
-from distillrec.distill.sampling import PairIndex, RankingLists, discrepancy_log_weights, gumbel_topk
+from distillrec.distill.sampling import PairIndex, RankingLists, discrepancy_weights, weighted_topk
 from distillrec.models.base import Recommender
 
 
@@ -59,6 +65,19 @@ class DCDConfig(MethodConfig):
     n_uninteresting: int = 40
     temperature: float = 10.0
 
+    @model_validator(mode="after")
+    def _lists_fit(self) -> DCDConfig:
+        factor = 2 if self.sampling == "top" else 1  # "top" draws its bag from the positions after the first P
+        for p, n, what in ((self.n_samples, self.n_topk, ""), (self.n_item_samples, self.n_item_topk, "item_")):
+            if factor * p > n:
+                raise ValueError(f"n_{what}samples ({p}) {'× 2 ' if factor == 2 else ''}must not exceed "
+                                 f"n_{what}topk ({n}) with sampling={self.sampling!r}")
+        if self.lambda_rkd and self.n_interesting > self.n_topk:
+            raise ValueError(f"n_interesting ({self.n_interesting}) must not exceed n_topk ({self.n_topk})")
+        if self.refresh_every < 1:
+            raise ValueError(f"refresh_every must be ≥ 1, got {self.refresh_every}")
+        return self
+
 
 @register_method("dcd")
 class DCD(Distiller):
@@ -68,74 +87,86 @@ class DCD(Distiller):
                  config: DCDConfig | Mapping[str, Any] | None = None, seed: int = 0) -> None:
         super().__init__(student, knowledge, dataset, config, seed)
         c = self.config
-        factor = 2 if c.sampling == "top" else 1  # "top" needs P list positions after the first P
-        self.list_width("user_topk", factor * c.n_samples, "n_samples")
-        if c.lambda_item:
-            self.list_width("item_topk", factor * c.n_item_samples, "n_item_samples")
+        factor = 2 if c.sampling == "top" else 1
+        # (side, teacher lists, P, λ, batch field, term name)
+        self.sides: list[tuple[str, str, int, float, str, str]] = []
+        for side, field, p, lam, batch_key, term in (("user", "user_topk", c.n_samples, c.lambda_user, "users", "ucd"),
+                                                     ("item", "item_topk", c.n_item_samples, c.lambda_item,
+                                                      "pos_items", "icd")):
+            if not lam:
+                continue
+            n = getattr(self, f"teacher_{field}").shape[1]
+            p = self.list_width(field, factor * p, f"{factor} × n_{'item_' if side == 'item' else ''}samples")
+            self.sides.append((side, field, max(1, p // factor), lam, batch_key, term))
+            # Student ranks inside the teacher lists at the last refresh: persistent, for exact resume.
+            dtype = torch.int16 if n <= torch.iinfo(torch.int16).max else torch.int32
+            self.register_buffer(f"student_rank_{side}", torch.zeros(getattr(self, f"teacher_{field}").shape,
+                                                                     dtype=dtype, device=self.device))
+        self.register_buffer("refreshed_at", torch.tensor(-1, device=self.device))  # epoch of the last refresh
         self.user_lists = None
         if c.lambda_rkd:
-            self.list_width("user_topk", c.n_interesting, "n_interesting")
             self.user_lists = RankingLists(self.teacher_user_topk, PairIndex(dataset.train).to(self.device),
-                                           c.n_interesting, c.n_uninteresting, c.temperature, "rank")
-        self.log_weights: dict[str, tuple[Tensor, Tensor]] = {}
-        self.epoch_draws: dict[str, tuple[Tensor, Tensor]] = {}
-        self._refreshed_at: int | None = None
+                                           c.n_interesting, c.n_uninteresting, c.temperature, "rank",
+                                           name="dcd (rrd term)")
+        self.weights: dict[str, tuple[Tensor, Tensor]] = {}  # side → (w⁺, w⁻), derived from the ranks
+        self._weights_of: int | None = None  # the refresh the weights were derived from
+        self.epoch_draws: dict[str, Tensor] = {}  # side → [R, 2P]: ordered then bag (resample="epoch")
 
     @classmethod
     def knowledge_spec(cls, config: DCDConfig) -> KnowledgeSpec:
         return KnowledgeSpec(n_user_topk=config.n_topk, n_item_topk=config.n_item_topk if config.lambda_item else 0)
 
-    def _sides(self) -> list[tuple[str, Tensor, int, float]]:
-        c = self.config
-        sides = [("user", self.teacher_user_topk, c.n_samples, c.lambda_user)]
-        if c.lambda_item:
-            sides.append(("item", self.teacher_item_topk, c.n_item_samples, c.lambda_item))
-        return sides
-
     def refresh(self) -> None:
-        """Recompute w⁺ / w⁻ on every row's teacher list from the current student."""
-        for side, topk, _, _ in self._sides():
-            ranks = self.student_ranks(topk, side)
-            self.log_weights[side] = discrepancy_log_weights(ranks, self.config.epsilon, self.config.floor)
+        """Recompute the student's ranks inside every row's teacher list (and from them w⁺ / w⁻)."""
+        for side, field, *_ in self.sides:
+            ranks = self.student_ranks(getattr(self, f"teacher_{field}"), side)
+            getattr(self, f"student_rank_{side}").copy_(ranks)
+        self.refreshed_at.fill_(self._epoch or 0)
+
+    def _derive_weights(self) -> None:
+        for side, *_ in self.sides:
+            ranks = getattr(self, f"student_rank_{side}").long()
+            self.weights[side] = discrepancy_weights(ranks, self.config.epsilon, self.config.floor)
+        self._weights_of = int(self.refreshed_at)
 
     def on_epoch_start(self, epoch: int) -> None:
         super().on_epoch_start(epoch)
         if self.user_lists is not None:
             self.user_lists.refresh(self.generator())
-        if self._refreshed_at is None or self.epoch_index(epoch) % self.config.refresh_every == 0 or \
-                self.log_weights["user"][0].device != self.device:
+        if int(self.refreshed_at) < 0 or self.epoch_index(epoch) % self.config.refresh_every == 0:
             self.refresh()
-            self._refreshed_at = epoch
+        if self._weights_of != int(self.refreshed_at) or any(
+                w[0].device != self.device for w in self.weights.values()):
+            self._derive_weights()  # after a refresh, or after a checkpoint's ranks were loaded
         if self.config.resample == "epoch":
-            for side, topk, p, _ in self._sides():
-                self.epoch_draws[side] = self.draw(side, torch.arange(topk.shape[0], device=topk.device), topk, p)
+            for side, field, p, *_ in self.sides:
+                rows = torch.arange(getattr(self, f"teacher_{field}").shape[0], device=self.device)
+                self.epoch_draws[side] = self.draw(side, field, rows, p)
 
-    def draw(self, side: str, rows: Tensor, topk: Tensor, p: int) -> tuple[Tensor, Tensor]:
-        """(ordered [B, P] in teacher order, bag [B, P]) for ``rows`` of ``side``."""
-        log_plus, log_minus = (w[rows] for w in self.log_weights[side])
-        lists = topk[rows]
+    def draw(self, side: str, field: str, rows: Tensor, p: int) -> Tensor:
+        """[B, 2P] for ``rows`` of ``side``: P list entries drawn ∝ w⁺ in teacher order, then P drawn ∝ w⁻."""
+        w_plus, w_minus = (w[rows] for w in self.weights[side])
+        lists = getattr(self, f"teacher_{field}")[rows]
         g = self.generator()
         if self.config.sampling == "top":
-            ordered = lists[:, :p]
-            log_minus = log_minus.clone()
-            log_minus[:, :p] = float("-inf")
+            ordered_pos = torch.arange(p, device=rows.device).expand(rows.numel(), p)
+            bag_pos = weighted_topk(w_minus[:, p:], p, g) + p
         else:
-            ordered = lists.gather(1, gumbel_topk(log_plus, p, g).sort(dim=1).values)
-        return ordered, lists.gather(1, gumbel_topk(log_minus, p, g))
+            ordered_pos = weighted_topk(w_plus, p, g).sort(dim=1).values
+            bag_pos = weighted_topk(w_minus, p, g)
+        return lists.gather(1, torch.cat([ordered_pos, bag_pos], dim=1))
 
     def kd_terms(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        keys = {"user": ("users", "ucd"), "item": ("pos_items", "icd")}
         terms = {}
-        for side, topk, p, lam in self._sides():
-            field, term = keys[side]
-            rows = batch_field(batch, field, self.name).unique()
+        for side, field, p, lam, batch_key, term in self.sides:
+            rows = batch_field(batch, batch_key, self.name).unique()
             if self.config.resample == "epoch":
-                ordered, bag = (t[rows] for t in self.epoch_draws[side])
+                lists = self.epoch_draws[side][rows]
             else:
-                ordered, bag = self.draw(side, rows, topk, p)
-            terms[term] = lam * ranked_pair_loss(self.student, rows, ordered, bag, side)
+                lists = self.draw(side, field, rows, p)
+            terms[term] = lam * self.ranked_loss(rows, lists, p, side)
         if self.user_lists is not None:
             users = batch_field(batch, "users", self.name).unique()
-            rrd = ranked_pair_loss(self.student, users, *self.user_lists.lists(users), side="user")
-            terms["rrd"] = self.config.lambda_rkd * rrd
+            terms["rrd"] = self.config.lambda_rkd * self.ranked_loss(users, self.user_lists.combined[users],
+                                                                     self.user_lists.k, "user")
         return terms

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from pydantic import model_validator
 from torch import Tensor
 
 from distillrec.data.dataset import Dataset
-from distillrec.distill.base import Distiller, MethodConfig, batch_field, ranked_pair_loss, register_method
+from distillrec.distill.base import Distiller, MethodConfig, batch_field, register_method
 from distillrec.distill.experts import DistillationExperts, representation_dims
 from distillrec.distill.gumbel import anneal_temperature
 from distillrec.distill.knowledge import KnowledgeSpec, TeacherKnowledge
@@ -32,6 +33,12 @@ class DERRDConfig(MethodConfig):
     temperature: float = 10.0
     sampling: Literal["rank", "top"] = "rank"
 
+    @model_validator(mode="after")
+    def _lists_fit(self) -> DERRDConfig:
+        if self.n_interesting > self.n_topk:
+            raise ValueError(f"n_interesting ({self.n_interesting}) must not exceed n_topk ({self.n_topk})")
+        return self
+
 
 @register_method("de-rrd")
 class DERRD(Distiller):
@@ -44,9 +51,8 @@ class DERRD(Distiller):
         dims = representation_dims(student, self.teacher_user_repr, self.teacher_item_repr)
         self.experts = DistillationExperts(*dims, c.n_experts).to(self.device)
         self.tau = c.tau_start
-        self.list_width("user_topk", c.n_interesting, "n_interesting")
         self.user_lists = RankingLists(self.teacher_user_topk, PairIndex(dataset.train).to(self.device),
-                                       c.n_interesting, c.n_uninteresting, c.temperature, c.sampling)
+                                       c.n_interesting, c.n_uninteresting, c.temperature, c.sampling, name="de-rrd")
 
     @classmethod
     def knowledge_spec(cls, config: DERRDConfig) -> KnowledgeSpec:
@@ -64,7 +70,7 @@ class DERRD(Distiller):
             self.student, self.teacher_user_repr, self.teacher_item_repr, users,
             batch_field(batch, "pos_items", self.name), batch.get("neg_items"), self.tau, self.generator())
         unique_users = users.unique()
-        rrd = ranked_pair_loss(self.student, unique_users, *self.user_lists.lists(unique_users), side="user")
+        rrd = self.ranked_loss(unique_users, self.user_lists.combined[unique_users], self.user_lists.k, "user")
         return {"de": self.config.lambda_de * de, "rrd": self.config.lambda_rrd * rrd}
 
     def stats(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator
                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """i.i.d. Gumbel(0, 1) samples: −log(−log U), U ~ Uniform(0, 1) kept away from 0 and 1."""
     u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
-    return -torch.log(-torch.log(u.clamp(_TINY, 1.0 - 1e-7)))
+    return u.clamp_(_TINY, 1.0 - 1e-7).log_().neg_().log_().neg_()  # in place: one buffer for all the steps
 
 
 def gumbel_softmax(log_probs: Tensor, tau: float, generator: torch.Generator | None = None) -> Tensor:

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from pydantic import model_validator
 from torch import Tensor
 
 from distillrec.data.dataset import Dataset
-from distillrec.distill.base import Distiller, MethodConfig, batch_field, ranked_pair_loss, register_method
+from distillrec.distill.base import Distiller, MethodConfig, batch_field, register_method
 from distillrec.distill.knowledge import KnowledgeSpec, TeacherKnowledge
 from distillrec.distill.sampling import PairIndex, RankingLists
 from distillrec.models.base import Recommender
@@ -37,6 +38,13 @@ class IRRRDConfig(MethodConfig):
     item_temperature: float = 10.0
     sampling: Literal["rank", "top"] = "rank"
 
+    @model_validator(mode="after")
+    def _lists_fit(self) -> IRRRDConfig:
+        for k, n, what in ((self.n_interesting, self.n_topk, ""), (self.n_item_interesting, self.n_item_topk, "item_")):
+            if k > n:
+                raise ValueError(f"n_{what}interesting ({k}) must not exceed n_{what}topk ({n})")
+        return self
+
 
 @register_method("ir-rrd")
 class IRRRD(Distiller):
@@ -46,12 +54,11 @@ class IRRRD(Distiller):
                  config: IRRRDConfig | Mapping[str, Any] | None = None, seed: int = 0) -> None:
         super().__init__(student, knowledge, dataset, config, seed)
         c = self.config
-        self.list_width("user_topk", c.n_interesting, "n_interesting")
-        self.list_width("item_topk", c.n_item_interesting, "n_item_interesting")
         self.user_lists = RankingLists(self.teacher_user_topk, PairIndex(dataset.train).to(self.device),
-                                       c.n_interesting, c.n_uninteresting, c.temperature, c.sampling)
+                                       c.n_interesting, c.n_uninteresting, c.temperature, c.sampling, name="ir-rrd")
         self.item_lists = RankingLists(self.teacher_item_topk, PairIndex(dataset.train.T).to(self.device),
-                                       c.n_item_interesting, c.n_item_uninteresting, c.item_temperature, c.sampling)
+                                       c.n_item_interesting, c.n_item_uninteresting, c.item_temperature, c.sampling,
+                                       name="ir-rrd (item side)")
 
     @classmethod
     def knowledge_spec(cls, config: IRRRDConfig) -> KnowledgeSpec:
@@ -65,6 +72,6 @@ class IRRRD(Distiller):
     def kd_terms(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         users = batch_field(batch, "users", self.name).unique()
         items = batch_field(batch, "pos_items", self.name).unique()
-        user_loss = ranked_pair_loss(self.student, users, *self.user_lists.lists(users), side="user")
-        item_loss = ranked_pair_loss(self.student, items, *self.item_lists.lists(items), side="item")
+        user_loss = self.ranked_loss(users, self.user_lists.combined[users], self.user_lists.k, "user")
+        item_loss = self.ranked_loss(items, self.item_lists.combined[items], self.item_lists.k, "item")
         return {"rrd": self.config.lambda_user * user_loss, "ir_rrd": self.config.lambda_item * item_loss}

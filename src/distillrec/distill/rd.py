@@ -45,7 +45,7 @@ class RD(Distiller):
                  config: RDConfig | Mapping[str, Any] | None = None, seed: int = 0) -> None:
         super().__init__(student, knowledge, dataset, config, seed)
         c = self.config
-        k = self.list_width("user_topk", c.n_topk, "n_topk")
+        self.k = k = self.list_width("user_topk", c.n_topk, "n_topk")  # shorter on a small catalogue
         ranks = torch.arange(k, dtype=torch.float32, device=self.device)
         w = torch.exp(-ranks / c.position_temperature)
         self.register_buffer("position_weights", w / w.sum(), persistent=False)
@@ -65,20 +65,20 @@ class RD(Distiller):
                                         generator=self.generator(), device=self.device)
 
     def kd_terms(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        c = self.config
+        c, k = self.config, self.k
         users = batch_field(batch, "users", self.name)
-        top = self.teacher_user_topk[users, :c.n_topk]
+        top = self.teacher_user_topk[users, :k]
         weights = self.position_weights.expand(top.shape)
         if self.dynamic:
-            scores = self.student.score(users, torch.cat([top, self.probes[users]], dim=1))
-            top_scores, probe_scores = scores[:, :c.n_topk], scores[:, c.n_topk:].detach()
+            scores = self.list_scores(users, torch.cat([top, self.probes[users]], dim=1), "user")
+            top_scores, probe_scores = scores[:, :k], scores[:, k:].detach()
             above = (probe_scores.unsqueeze(1) > top_scores.detach().unsqueeze(2)).sum(dim=2)
             est_rank = torch.floor((self.n_items - 1) * above.float() / c.n_probes)
-            teacher_rank = torch.arange(c.n_topk, device=self.device)
+            teacher_rank = torch.arange(k, device=self.device)
             weights = weights * torch.tanh((c.mu * (est_rank - teacher_rank)).clamp(min=0))
             if c.renormalize:
                 weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-12)
         else:
-            top_scores = self.student.score(users, top)
+            top_scores = self.list_scores(users, top, "user")
         loss = soft_bce_loss(top_scores, torch.ones_like(top_scores), weights, row_reduce="sum")
         return {"rd": c.lambda_rd * loss}

@@ -4,6 +4,9 @@ Per user, K "interesting" items from the teacher's top-N unobserved items (kept 
 ranked in that order by the student, and all of them above L uniformly drawn "uninteresting" items; the
 loss is the relaxed Plackett-Luce NLL over the batch's unique users. Samples are redrawn once per epoch.
 ``sampling="top"`` is the authors' later no-sampling variant: the teacher's top-K in order.
+
+Cost per batch: one gather of the epoch's [K + L] list per unique user and one scoring pass (see
+``Distiller.list_scores``); the draws happen once per epoch in ``on_epoch_start``.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from pydantic import model_validator
 from torch import Tensor
 
 from distillrec.data.dataset import Dataset
-from distillrec.distill.base import Distiller, MethodConfig, batch_field, ranked_pair_loss, register_method
+from distillrec.distill.base import Distiller, MethodConfig, batch_field, register_method
 from distillrec.distill.knowledge import KnowledgeSpec, TeacherKnowledge
 from distillrec.distill.sampling import PairIndex, RankingLists
 from distillrec.models.base import Recommender
@@ -35,6 +39,12 @@ class RRDConfig(MethodConfig):
     temperature: float = 10.0  # T of the rank discount exp(−r/T)
     sampling: Literal["rank", "top"] = "rank"
 
+    @model_validator(mode="after")
+    def _lists_fit(self) -> RRDConfig:
+        if self.n_interesting > self.n_topk:
+            raise ValueError(f"n_interesting ({self.n_interesting}) must not exceed n_topk ({self.n_topk})")
+        return self
+
 
 @register_method("rrd")
 class RRD(Distiller):
@@ -44,9 +54,8 @@ class RRD(Distiller):
                  config: RRDConfig | Mapping[str, Any] | None = None, seed: int = 0) -> None:
         super().__init__(student, knowledge, dataset, config, seed)
         c = self.config
-        self.list_width("user_topk", c.n_interesting, "n_interesting")
         self.user_lists = RankingLists(self.teacher_user_topk, PairIndex(dataset.train).to(self.device),
-                                       c.n_interesting, c.n_uninteresting, c.temperature, c.sampling)
+                                       c.n_interesting, c.n_uninteresting, c.temperature, c.sampling, name="rrd")
 
     @classmethod
     def knowledge_spec(cls, config: RRDConfig) -> KnowledgeSpec:
@@ -58,5 +67,5 @@ class RRD(Distiller):
 
     def kd_terms(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         users = batch_field(batch, "users", self.name).unique()
-        loss = ranked_pair_loss(self.student, users, *self.user_lists.lists(users), side="user")
+        loss = self.ranked_loss(users, self.user_lists.combined[users], self.user_lists.k, "user")
         return {"rrd": self.config.lambda_rrd * loss}
