@@ -127,13 +127,13 @@ def run_stream(dataset: str | Stream | Dataset, method: str, out_dir: str | Path
         else:
             state, info = update_block(ctx, method, state, k)
             ev = evaluate_block(ctx, _roles(ctx, state), k)
+        # models first, then the record that points at them, then drop the previous block's models: a run
+        # killed anywhere in between still finds the models of the last block state.json lists
         save_state(out / "state" / f"block{k}.pt", state, k)
-        old = out / "state" / f"block{k - 1}.pt"
-        if k and old.exists():
-            old.unlink()
         record = {"block": k, "seconds": round(time.perf_counter() - t0, 3), "stages": info, "eval": ev}
         blocks.append(record)
         atomic_write_json(state_json, {"ident": ident, "blocks": blocks})
+        (out / "state" / f"block{k - 1}.pt").unlink(missing_ok=True)
         echo(_progress_line(ctx, method, record))
     results = assemble_results(stream, method, seed, cfg, blocks)
     if len(blocks) == stream.n_blocks:

@@ -35,6 +35,7 @@ class RankEnsemble(Recommender):
         super().__init__(n_users, n_items)
         self.members = nn.ModuleList(members)
         self.beta = beta
+        self.eval()  # scores only; evaluation then leaves the members in eval mode (caches kept)
 
     @property
     def device(self) -> torch.device:
