@@ -19,9 +19,7 @@ The teacher itself is not held: every method works from the knowledge tensors (r
 buffers, so ``.to(device)`` moves them and checkpoints stay small). ``Distiller.from_teacher`` computes or
 loads that knowledge. Methods use the student only through ``score``, ``user_repr``, ``item_repr`` and
 ``loss``, so any model of the contract (BPR-MF, NeuMF, LightGCN) can be teacher or student. ``list_scores``
-scores each row against its list; for a BPR-MF student (checked to score as the dot product of its
-representations) it gathers the representations once and multiplies element-wise, which is cheaper than the
-generic ``score`` (a batched mat-vec, and on the item side one pair per list entry).
+scores each row against its list, with a faster form for lookup-table students (``distill.scoring``).
 """
 
 from __future__ import annotations
@@ -40,6 +38,7 @@ from distillrec.data.dataset import Dataset
 from distillrec.distill.knowledge import KnowledgeSpec, TeacherKnowledge, load_or_compute_knowledge
 from distillrec.distill.losses import relaxed_pl_loss
 from distillrec.distill.sampling import ranks_in_rows
+from distillrec.distill.scoring import ListScorer, side_scores
 from distillrec.models.base import Recommender
 from distillrec.utils import DistillrecError
 
@@ -90,50 +89,6 @@ def batch_field(batch: Mapping[str, Tensor], key: str, method: str) -> Tensor:
             from None
 
 
-def side_scores(model: Recommender, rows: Tensor, cols: Tensor, side: str) -> Tensor:
-    """Scores [B, N] of each row with its list: user side s(rows[b], cols[b, n]); item side s(cols[b, n], rows[b])
-    (through the pair form of ``score``)."""
-    if side == "user":
-        return model.score(rows, cols)
-    if side == "item":
-        b, n = cols.shape
-        return model.score(cols.reshape(-1), rows.repeat_interleave(n)).view(b, n)
-    raise ValueError(f"side must be 'user' or 'item', got {side!r}")
-
-
-def dot_side_scores(model: Recommender, rows: Tensor, cols: Tensor, side: str) -> Tensor:
-    """``side_scores`` for a model whose score is ⟨user_repr, item_repr⟩: one representation per row, one per
-    list entry, multiplied element-wise (no per-pair lookup of the row, no batched mat-vec)."""
-    if side == "user":
-        row_repr, col_repr = model.user_repr(rows), model.item_repr(cols)
-    elif side == "item":
-        row_repr, col_repr = model.item_repr(rows), model.user_repr(cols)
-    else:
-        raise ValueError(f"side must be 'user' or 'item', got {side!r}")
-    return (col_repr * row_repr.unsqueeze(1)).sum(-1)
-
-
-# Models whose reprs are plain table lookups, so two repr calls cost no more than one score call (LightGCN's
-# reprs each re-propagate the graph in training; it keeps the generic path).
-_DOT_STUDENTS = ("bpr",)
-
-
-@torch.no_grad()
-def scores_as_dot_product(model: Recommender) -> bool:
-    """Whether ``model.score`` equals the dot product of its representations (checked on a few pairs)."""
-    if model.name not in _DOT_STUDENTS:
-        return False
-    g = torch.Generator().manual_seed(0)
-    users = torch.randint(0, model.n_users, (8,), generator=g).to(model.device)
-    items = torch.randint(0, model.n_items, (8, 3), generator=g).to(model.device)
-    try:
-        expected = model.score(users, items)
-        got = dot_side_scores(model, users, items, "user")
-    except (NotImplementedError, RuntimeError):
-        return False
-    return got.shape == expected.shape and torch.allclose(got, expected, rtol=1e-4, atol=1e-6)
-
-
 def ranked_pair_loss(model: Recommender, rows: Tensor, ordered: Tensor, bag: Tensor, side: str) -> Tensor:
     """Relaxed Plackett-Luce loss (mean over rows) of the model's scores: ``ordered`` [B, K] in order, above
     ``bag`` [B, L]. One ``score`` call for both lists."""
@@ -167,7 +122,7 @@ class Distiller(nn.Module):
         self._check_knowledge(knowledge)
         for field, tensor in knowledge.tensors().items():
             self.register_buffer(f"teacher_{field}", tensor.to(student.device), persistent=False)
-        self.dot_student = scores_as_dot_product(student)
+        self.list_scorer = ListScorer(student)
 
     # -- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -231,10 +186,8 @@ class Distiller(nn.Module):
         return wanted
 
     def list_scores(self, rows: Tensor, cols: Tensor, side: str) -> Tensor:
-        """Student scores [R, N] of each row against its list (see ``side_scores``)."""
-        if self.dot_student:
-            return dot_side_scores(self.student, rows, cols, side)
-        return side_scores(self.student, rows, cols, side)
+        """Student scores [R, N] of each row against its list (``scoring.ListScorer``)."""
+        return self.list_scorer(rows, cols, side)
 
     def ranked_loss(self, rows: Tensor, lists: Tensor, k: int, side: str) -> Tensor:
         """Relaxed Plackett-Luce loss (mean over rows): ``lists`` [R, K + L] holds each row's ordered list

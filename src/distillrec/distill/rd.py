@@ -70,8 +70,9 @@ class RD(Distiller):
         top = self.teacher_user_topk[users, :k]
         weights = self.position_weights.expand(top.shape)
         if self.dynamic:
-            scores = self.list_scores(users, torch.cat([top, self.probes[users]], dim=1), "user")
-            top_scores, probe_scores = scores[:, :k], scores[:, k:].detach()
+            top_scores = self.list_scores(users, top, "user")
+            with torch.no_grad():  # the probes only estimate ranks: no gradient, so no backward pass
+                probe_scores = self.list_scores(users, self.probes[users], "user")
             above = (probe_scores.unsqueeze(1) > top_scores.detach().unsqueeze(2)).sum(dim=2)
             est_rank = torch.floor((self.n_items - 1) * above.float() / c.n_probes)
             teacher_rank = torch.arange(k, device=self.device)
