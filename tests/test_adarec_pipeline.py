@@ -192,3 +192,33 @@ def test_search_derive_retrain_end_to_end(data, tmp_path):
     messages.clear()
     again = nas.search(data, tmp_path / "teacher", out, over, echo=messages.append)
     assert again["genotype"] == genotype and sum("reused" in m for m in messages) == 4
+
+
+@pytest.mark.parametrize("name", ["beauty", "lastfm", "faithful"])
+def test_shipped_configs_resolve(name, data):
+    from pathlib import Path
+
+    from distillrec.config import resolve_config
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "adarec"
+    cfg = nas.resolve_nas_config(root / f"{name}.yaml", ["model.embedding_dim=8", f"model.max_len={MAX_LEN}"])
+    faithful = name == "faithful"
+    ctx = pytest.warns(UserWarning) if faithful else _no_warning()
+    with ctx:
+        net = SuperNet.from_dataset(data, **cfg.model)
+        AdaRecDistiller(net, _teacher(data), cfg.method)
+    assert net.config.faithful == faithful and cfg.kd != faithful
+    for teacher_cfg in root.glob("teacher_*.yaml"):
+        resolve_config(config_file=teacher_cfg)
+
+
+class _no_warning:
+    def __enter__(self):
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("error")
+
+    def __exit__(self, *exc):
+        return self._w.__exit__(*exc)

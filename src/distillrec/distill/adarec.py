@@ -121,9 +121,14 @@ class AdaRecDistiller(nn.Module):
             raise DistillrecError(f"student max_len {student.config.max_len} exceeds the teacher's "
                                   f"{teacher.config.max_len}: the teacher cannot read the student's batches")
         probe = torch.zeros(1, 1, dtype=torch.long, device=student.device)
-        with torch.no_grad():
-            n_s = len(student.encode(probe)) - 1
-            t_states = teacher.encode(probe.to(teacher.device))
+        was_training = student.training
+        student.eval()  # a 1-token probe (BatchNorm in faithful mode needs eval statistics)
+        try:
+            with torch.no_grad():
+                n_s = len(student.encode(probe)) - 1
+                t_states = teacher.encode(probe.to(teacher.device))
+        finally:
+            student.train(was_training)
         n_t = len(t_states) - 1
         self.teacher_layers = list(range(1, n_t + 1)) if c.teacher_layers is None else list(c.teacher_layers)
         if not self.teacher_layers or min(self.teacher_layers) < 1 or max(self.teacher_layers) > n_t:
