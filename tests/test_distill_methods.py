@@ -30,7 +30,7 @@ CASES = [
      {"rrd", "ir_rrd"}),
     ("dcd", {"n_topk": 50, "n_item_topk": 40, "n_samples": 10, "n_item_samples": 5}, 1, {"ucd", "icd"}),
     ("dcd", {"n_topk": 50, "n_samples": 10, "lambda_item": 0.0, "sampling": "top"}, 1, {"ucd"}),
-    ("dcd", {"n_topk": 50, "n_item_topk": 40, "n_samples": 10, "n_item_samples": 5, "resample": "epoch"}, 1,
+    ("dcd", {"n_topk": 50, "n_item_topk": 40, "n_samples": 10, "n_item_samples": 5, "resample": "batch"}, 1,
      {"ucd", "icd"}),
     ("dcd", {**SMALL_LISTS, "n_samples": 10, "lambda_item": 0.0, "lambda_rkd": 1e-3}, 1, {"ucd", "rrd"}),
 ]

@@ -196,7 +196,7 @@ class Distiller(nn.Module):
         return relaxed_pl_loss(scores[:, :k], scores[:, k:])
 
     @torch.no_grad()
-    def student_ranks(self, lists: Tensor, side: str, pairs_per_chunk: int = 1 << 18) -> Tensor:
+    def student_ranks(self, lists: Tensor, side: str, pairs_per_chunk: int = 1 << 20) -> Tensor:
         """0-based rank [R, N] of every entry of every row's list under the current student (eval mode,
         chunked over rows, no gradients): the student's view of the teacher's lists (DCD, CD-SG)."""
         was_training = self.student.training
