@@ -192,6 +192,8 @@ def test_search_derive_retrain_end_to_end(data, tmp_path):
     messages.clear()
     again = nas.search(data, tmp_path / "teacher", out, over, echo=messages.append)
     assert again["genotype"] == genotype and sum("reused" in m for m in messages) == 4
+    with pytest.raises(DistillrecError, match="another config"):
+        nas.search(data, tmp_path / "teacher", out, [*over, "search.epochs=3"])
 
 
 @pytest.mark.parametrize("name", ["beauty", "lastfm", "faithful"])

@@ -146,6 +146,10 @@ def _stage(net: Recommender, data: Dataset, train_cfg: TrainConfig, dataset_sect
     """Train one model in its run directory (reused when finished, resumed when interrupted)."""
     run_cfg = RunConfig(dataset=dataset_section, model={"name": net.name, **net.hparams()}, train=train_cfg)
     done = out_dir / "results.json"
+    text = yaml.safe_dump(run_cfg.to_plain(), sort_keys=False)
+    cfg_path = out_dir / "config.yaml"
+    if cfg_path.exists() and (out_dir / "checkpoints" / "last.pt").exists() and cfg_path.read_text() != text:
+        raise DistillrecError(f"{cfg_path}: this stage was run with another config; choose another --out")
     if done.exists():
         net.load_state_dict(load_checkpoint(out_dir / "checkpoints" / "best.pt", map_location=net.device)["model"])
         echo(f"{out_dir}: finished earlier, reused")
@@ -153,7 +157,7 @@ def _stage(net: Recommender, data: Dataset, train_cfg: TrainConfig, dataset_sect
     resume = (out_dir / "checkpoints" / "last.pt").exists()
     if prepare is not None and not resume:
         prepare()  # e.g. warm start: only for a fresh run (a resumed one restores its own weights)
-    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(run_cfg.to_plain(), sort_keys=False))
+    atomic_write_text(cfg_path, text)
     trainer = Trainer(net, data, train_cfg, out_dir=out_dir, distiller=distiller, run_config=run_cfg.to_plain(),
                       progress=progress, echo=echo)
     if distiller is not None and distiller.search:  # alpha gets its own learning rate and weight decay
