@@ -203,7 +203,8 @@ def test_shipped_configs_resolve(name, data):
     from distillrec.config import resolve_config
 
     root = Path(__file__).resolve().parents[1] / "configs" / "adarec"
-    cfg = nas.resolve_nas_config(root / f"{name}.yaml", ["model.embedding_dim=8", f"model.max_len={MAX_LEN}"])
+    cfg = nas.resolve_nas_config(root / f"{name}.yaml", ["model.embedding_dim=8", f"model.max_len={MAX_LEN}",
+                                                                 "method.teacher_layers=null"])
     faithful = name == "faithful"
     ctx = pytest.warns(UserWarning) if faithful else _no_warning()
     with ctx:
