@@ -196,18 +196,21 @@ class Distiller(nn.Module):
         return relaxed_pl_loss(scores[:, :k], scores[:, k:])
 
     @torch.no_grad()
-    def student_ranks(self, lists: Tensor, side: str, pairs_per_chunk: int = 1 << 20) -> Tensor:
+    def student_ranks(self, lists: Tensor, side: str, pairs_per_chunk: int = 1 << 20,
+                      out: Tensor | None = None) -> Tensor:
         """0-based rank [R, N] of every entry of every row's list under the current student (eval mode,
-        chunked over rows, no gradients): the student's view of the teacher's lists (DCD, CD-SG)."""
+        chunked over rows, no gradients): the student's view of the teacher's lists (DCD, CD-SG). Written
+        into ``out`` (any integer dtype) when given."""
         was_training = self.student.training
         self.student.eval()
+        if out is None:
+            out = torch.empty(lists.shape, dtype=torch.long, device=lists.device)
         try:
             chunk = max(1, pairs_per_chunk // lists.shape[1])
-            parts = []
             for r0 in range(0, lists.shape[0], chunk):
                 rows = torch.arange(r0, min(r0 + chunk, lists.shape[0]), device=lists.device)
-                parts.append(ranks_in_rows(self.list_scores(rows, lists[rows], side)))
-            return torch.cat(parts)
+                out[r0:r0 + chunk] = ranks_in_rows(self.list_scores(rows, lists[rows], side))
+            return out
         finally:
             self.student.train(was_training)
 

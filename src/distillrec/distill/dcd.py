@@ -125,13 +125,12 @@ class DCD(Distiller):
     def refresh(self) -> None:
         """Recompute the student's ranks inside every row's teacher list (and from them w⁺ / w⁻)."""
         for side, field, *_ in self.sides:
-            ranks = self.student_ranks(getattr(self, f"teacher_{field}"), side)
-            getattr(self, f"student_rank_{side}").copy_(ranks)
+            self.student_ranks(getattr(self, f"teacher_{field}"), side, out=getattr(self, f"student_rank_{side}"))
         self.refreshed_at.fill_(self._epoch or 0)
 
     def _derive_weights(self) -> None:
         for side, *_ in self.sides:
-            ranks = getattr(self, f"student_rank_{side}").long()
+            ranks = getattr(self, f"student_rank_{side}")
             self.weights[side] = discrepancy_weights(ranks, self.config.epsilon, self.config.floor)
         self._weights_of = int(self.refreshed_at)
 

@@ -196,11 +196,12 @@ def discrepancy_weights(student_rank: Tensor, epsilon: float, floor: float = 1e-
     under-estimated: w⁺ = tanh(max(ε·(r_S − r_T), 0)); over-estimated: w⁻ = tanh(max(ε·(r_T − r_S), 0)).
     Both are clamped to ≥ ``floor`` so every row can always supply k draws (the authors' code crashes there).
     """
-    teacher_rank = torch.arange(student_rank.shape[1], device=student_rank.device)
-    gap = (student_rank - teacher_rank).float() * epsilon
-    w_plus = torch.tanh(gap.clamp(min=0)).clamp(min=floor)
-    w_minus = torch.tanh((-gap).clamp(min=0)).clamp(min=floor)
-    return w_plus, w_minus
+    teacher_rank = torch.arange(student_rank.shape[1], device=student_rank.device, dtype=torch.float32)
+    gap = student_rank.float().sub_(teacher_rank).mul_(epsilon)
+    # One tanh for both: the supports (gap > 0, gap < 0) are disjoint; everything else sits at the floor.
+    weight = gap.abs().tanh_().clamp_(min=floor)
+    floor_t = torch.tensor(floor, device=gap.device)
+    return torch.where(gap > 0, weight, floor_t), torch.where(gap < 0, weight, floor_t)
 
 
 def discrepancy_log_weights(student_rank: Tensor, epsilon: float, floor: float = 1e-5) -> tuple[Tensor, Tensor]:
