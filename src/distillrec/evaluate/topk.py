@@ -94,10 +94,11 @@ def _select(x: Tensor, k: int, top: bool = False) -> tuple[Tensor, Tensor, Tenso
 
 @contextmanager
 def _one_thread() -> Iterator[None]:
-    """Run the selection on one thread. The first ``amax`` pass reads the whole block and runs outside
-    (on 2 threads it takes half the time of 1 on a quiet machine: 0.25 vs 0.5 ms per [102, 40981] block); after it every stage works on small blocks: too little to gain from more threads, while every parallel region
-    costs a fork/join, and a scheduler time slice when the cores are shared with other processes (measured:
-    evaluation time doubled on a loaded 2-core machine). The setting is restored on exit."""
+    """Run the selection stages after the first ``amax`` pass on one thread. That pass reads the whole block
+    and keeps every thread (on a quiet 2-core machine 2 threads take 0.25 ms per [102, 40981] block, 1 thread
+    0.5 ms); the later stages work on small blocks: too little to gain from more threads, while every
+    parallel region costs a fork/join, and a scheduler time slice when the cores are shared with other
+    processes (measured: evaluation time doubled on a loaded 2-core machine). Restored on exit."""
     n = torch.get_num_threads()
     if n > 1:
         torch.set_num_threads(1)
