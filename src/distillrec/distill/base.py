@@ -40,6 +40,7 @@ from distillrec.distill.losses import relaxed_pl_loss
 from distillrec.distill.sampling import ranks_in_rows
 from distillrec.distill.scoring import ListScorer, side_scores
 from distillrec.models.base import Recommender
+from distillrec.registry import Registry
 from distillrec.utils import DistillrecError
 
 
@@ -51,34 +52,16 @@ class MethodConfig(BaseModel):
     lambda_base: float = 1.0  # weight of the student's own loss
 
 
-_METHODS: dict[str, type[Distiller]] = {}
-
-
-def register_method(name: str):
-    def wrap(cls: type[Distiller]) -> type[Distiller]:
-        if name in _METHODS and _METHODS[name] is not cls:
-            raise ValueError(f"method name {name!r} registered twice")
-        cls.name = name
-        _METHODS[name] = cls
-        return cls
-
-    return wrap
+METHODS: Registry[type[Distiller]] = Registry("distillation method", "distillrec.distill")
+register_method = METHODS.register
 
 
 def get_method(name: str) -> type[Distiller]:
-    import distillrec.distill  # noqa: F401  (importing the package registers every method)
-
-    try:
-        return _METHODS[name]
-    except KeyError:
-        raise DistillrecError(f"unknown distillation method {name!r}; known methods: {', '.join(list_methods())}") \
-            from None
+    return METHODS.get(name)
 
 
 def list_methods() -> list[str]:
-    import distillrec.distill  # noqa: F401
-
-    return sorted(_METHODS)
+    return METHODS.names()
 
 
 def batch_field(batch: Mapping[str, Tensor], key: str, method: str) -> Tensor:
