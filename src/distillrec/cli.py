@@ -53,23 +53,39 @@ def train_cmd(dataset, model, config_file, overrides, out, resume) -> None:
 
 
 @cli.command("distill")
-@click.option("--teacher", "-t", required=True, type=click.Path(exists=True, file_okay=False),
+@click.option("--teacher", "-t", type=click.Path(exists=True, file_okay=False),
               help="the teacher's run directory (from `distillrec train`)")
-@click.option("--method", required=True, help="rd, cd, de, rrd, de-rrd, ir-rrd, dcd (see `distillrec methods`)")
-@click.option("--student", default=None, help="student model name (default: the teacher's model)")
+@click.option("--teachers", "teacher_set", type=click.Path(exists=True, file_okay=False),
+              help="a teacher-set directory (from `distillrec teachers`): hetcomp, or another method distilling "
+                   "the ensemble's ranking")
+@click.option("--method", required=True, help="rd, cd, de, rrd, de-rrd, ir-rrd, dcd, hetcomp (`distillrec methods`)")
+@click.option("--student", default=None, help="student model name (default: the teacher's; bpr with --teachers)")
 @click.option("--student-dim", type=click.IntRange(min=1), default=None,
-              help="student size (default: a tenth of the teacher's, φ = 0.1)")
+              help="student size (default: a tenth of the teacher's, φ = 0.1; 6 with --teachers)")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="override a config key (distill.lambda_rrd=0.1, train.epochs=200, ...)")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="run directory to write")
 @click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
-def distill_cmd(teacher, method, student, student_dim, config_file, overrides, out, resume) -> None:
-    """Distil a trained teacher into a small student; the checkpoint holds only the deployable student."""
-    from distillrec.train.runs import distill
+def distill_cmd(teacher, teacher_set, method, student, student_dim, config_file, overrides, out, resume) -> None:
+    """Distil a trained teacher (or a teacher set) into a small student; the checkpoint holds only the student."""
+    if (teacher is None) == (teacher_set is None):
+        raise click.UsageError("give exactly one of --teacher RUN_DIR (one teacher) and --teachers SET_DIR "
+                               "(a teacher set from `distillrec teachers`)")
+    if teacher_set is None and method == "hetcomp":
+        raise click.UsageError("hetcomp distils a teacher set: train one with `distillrec teachers` and pass "
+                               "--teachers SET_DIR")
+    if teacher_set is not None:
+        from distillrec.teachers import distill_from_teacher_set
 
-    run = distill(teacher, method, out=out, student=student, student_dim=student_dim, config_file=config_file,
-                  overrides=overrides, resume=resume, echo=_echo)
+        run = distill_from_teacher_set(teacher_set, method=method, out=out, student=student or "bpr",
+                                       student_dim=student_dim or 6, config_file=config_file, overrides=overrides,
+                                       resume=resume, echo=_echo)
+    else:
+        from distillrec.train.runs import distill
+
+        run = distill(teacher, method, out=out, student=student, student_dim=student_dim, config_file=config_file,
+                      overrides=overrides, resume=resume, echo=_echo)
     results = json.loads((run.path / "results.json").read_text())
     _print_metrics(f"{method} student ({run.model.num_parameters():,} parameters) on {run.dataset.name}: test",
                    results.get("test", {}))
@@ -87,26 +103,37 @@ def methods_cmd() -> None:
 
 
 @cli.command("run")
-@click.option("--dataset", "-d", default="synthetic", show_default=True, help="registered data set name")
+@click.option("--dataset", "-d", default=None, help="registered data set (default: synthetic, or the teacher set's)")
 @click.option("--teacher", "-t", default="bpr:64", show_default=True,
               help="MODEL:DIM to train (or reuse, by config hash), or a teacher's run directory")
+@click.option("--teachers", default=None, metavar="NAMES|DIR",
+              help="heterogeneous teachers instead of --teacher: model names (mf,cml,neumf,lightgcn,vae,iae) "
+                   "trained into OUT/teachers, or a teacher-set directory from `distillrec teachers`")
+@click.option("--teachers-config", type=click.Path(dir_okay=False),
+              help="teacher-set YAML for --teachers names (configs/hetcomp/*-teachers.yaml)")
+@click.option("--adarec-config", type=click.Path(dir_okay=False), help="NAS YAML for --methods adarec")
 @click.option("--student-dim", type=click.IntRange(min=1), default=None,
-              help="student size (default: a tenth of the teacher's, at least 4)")
+              help="student size (default: a tenth of the teacher's, at least 4; 6 with --teachers)")
 @click.option("--methods", default=",".join(DEFAULT_METHODS), show_default=True,
-              help="comma-separated: student (trained alone) and distillation methods")
+              help="comma-separated: student (trained alone), distillation methods, hetcomp (with --teachers), "
+                   "adarec (sequential data)")
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="seeds per student")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config for every model")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a config key everywhere")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="override a config key everywhere; prefixed with a method (rrd.distill.lambda_rrd=0.01), "
+                   "teacher., teachers., trajectory. or adarec. only there")
 @click.option("--out", "-o", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
-def run_cmd(dataset, teacher, student_dim, methods, seeds, config_file, overrides, out) -> None:
-    """The main job: teacher → student alone → each KD method → one comparison table, report and plots."""
+def run_cmd(dataset, teacher, teachers, teachers_config, adarec_config, student_dim, methods, seeds, config_file,
+            overrides, out) -> None:
+    """The main job: teacher(s) → student alone → each KD method → one comparison table, report and plots."""
     from pathlib import Path
 
     from distillrec.pipeline import Job, JobConfig
 
     names = tuple(m.strip() for m in methods.split(",") if m.strip())
     cfg = JobConfig(dataset=dataset, teacher=teacher, student_dim=student_dim, methods=names, seeds=seeds,
-                    out=Path(out), config_file=config_file, overrides=tuple(overrides))
+                    out=Path(out), config_file=config_file, overrides=tuple(overrides), teachers=teachers,
+                    teachers_config=teachers_config, adarec_config=adarec_config)
     Job(cfg, echo=click.echo).run()
 
 
@@ -145,9 +172,13 @@ def recommend_cmd(run_dir, user, k, as_json) -> None:
             click.echo(f"{rank:3d}  {item}  {score:.4f}")
 
 
+from distillrec.commands.search import search_cmd  # noqa: E402
+from distillrec.commands.stream import stream_cmd  # noqa: E402
+from distillrec.commands.teachers import teachers_cmd  # noqa: E402
 from distillrec.data.commands import data as data_group  # noqa: E402
 
-cli.add_command(data_group)
+for command in (data_group, teachers_cmd, stream_cmd, search_cmd):
+    cli.add_command(command)
 
 
 def main() -> None:

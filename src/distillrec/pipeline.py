@@ -5,6 +5,16 @@ one protocol, and reported with its size, scoring latency and training time per 
 the table shows mean ± std and a paired test (per user, values averaged over seeds) of each method against
 the student trained alone. Each model lives in its own run directory under ``out``; a finished one is reused
 and an interrupted one resumes, so re-running the same command continues where it stopped.
+
+With ``teachers`` (model names, or a teacher-set directory) the job is the heterogeneous case of HetComp:
+the teacher set is trained (with trajectories) or reused, every student is a BPR-MF under the authors'
+schedule and each KD method distils the set's ensemble (``distillrec.teachers.distill_from_teacher_set``);
+the table gets one row per teacher and one for the ensemble (the reference of "% teacher"). ``adarec`` runs
+AdaRec's search → derive → retrain (``distillrec.nas``) from a sequential teacher.
+
+``--set`` strings apply to every model; one prefixed with a method name (``rrd.distill.lambda_rrd=0.01``),
+``teacher.`` (the single teacher), ``teachers.`` (every model of the teacher set), ``trajectory.`` (the set's
+trajectory settings) or ``adarec.`` (the NAS config: ``adarec.search.epochs=20``) applies only there.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from distillrec.config import RunConfig, resolve_config
+from distillrec.config import RunConfig, TrainConfig, resolve_config
 from distillrec.data.dataset import Dataset
 from distillrec.train.evaluation import evaluate_model
 from distillrec.train.runs import Run, distill, load_data, load_run, model_size_key, train
@@ -31,11 +41,19 @@ DEFAULT_METHODS = ("student", "rd", "cd", "de", "rrd", "de-rrd", "dcd")
 DEMO_TRAIN = ["train.epochs=30", "train.learning_rate=0.01", "train.batch_size=1024", "train.patience=5",
               "train.eval_every=2", "train.valid_metric=ndcg@20"]
 DEMO_STUDENT_DIM = 8
+# The heterogeneous demonstration: the same budget, validated on Recall@50 and reported at 10 and 50 as in
+# HetComp; the student is the authors' MF of dimension 6.
+DEMO_TRAIN_HETERO = ["train.epochs=30", "train.learning_rate=0.01", "train.batch_size=1024", "train.patience=5",
+                     "train.eval_every=2", "train.valid_metric=recall@50", "train.topk=[10, 50]"]
+HETERO_STUDENT_DIM = 6
+TEACHER_ALIASES = {"mf": "bpr"}  # HetComp's name for BPR-MF
+SEQUENTIAL_TEACHERS = ("sasrec", "nextitnet")
+_SET_TARGETS = ("teacher", "teachers", "trajectory", "adarec")
 
 
 @dataclass
 class JobConfig:
-    dataset: str = "synthetic"
+    dataset: str | None = None  # default: the teacher set's data set (a set directory given), else synthetic
     teacher: str = "bpr:64"  # MODEL:DIM, or a teacher's run directory
     student_dim: int | None = None  # default: a tenth of the teacher's (φ = 0.1), at least 4
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -44,6 +62,9 @@ class JobConfig:
     config_file: str | None = None
     overrides: tuple[str, ...] = ()  # --set, applied to the teacher, the student and every method
     progress: bool | None = None
+    teachers: str | tuple[str, ...] | None = None  # heterogeneous: model names (mf, cml, …) or a teacher-set dir
+    teachers_config: str | None = None  # a teacher-set YAML (configs/hetcomp/*-teachers.yaml)
+    adarec_config: str | None = None  # a NAS YAML (configs/adarec/*.yaml)
 
 
 @dataclass
@@ -52,7 +73,7 @@ class Entry:
 
     name: str
     seed: int
-    run: Run
+    run: Run | None  # None for the ensemble (no single run directory)
     results: dict[str, Any]
     eval: Any = None  # EvalResult on the test split, with per-user values
     extra: dict[str, Any] = field(default_factory=dict)
@@ -62,10 +83,53 @@ def _hash(cfg: RunConfig) -> str:
     return hashlib.sha256(json.dumps(cfg.to_plain(), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _primary_metrics(protocol: str) -> list[str]:
+def _primary_metrics(protocol: str, ks: list[int] | None = None) -> list[str]:
     if protocol == "sampled":
         return ["hit@5", "ndcg@5", "hit@10", "ndcg@10"]
-    return ["recall@10", "ndcg@10", "recall@20", "ndcg@20"]
+    lo, hi = (min(ks), max(ks)) if ks else (10, 20)
+    return [f"recall@{lo}", f"ndcg@{lo}", f"recall@{hi}", f"ndcg@{hi}"]
+
+
+def split_sets(sets: list[str], targets: tuple[str, ...]) -> tuple[list[str], dict[str, list[str]]]:
+    """``--set`` strings for every model, and those prefixed with one of ``targets`` (prefix removed)."""
+    common: list[str] = []
+    routed: dict[str, list[str]] = {}
+    for text in sets:
+        head, dot, _ = text.split("=", 1)[0].strip().partition(".")
+        if dot and head in targets:
+            routed.setdefault(head, []).append(text.strip()[len(head) + 1:])
+        else:
+            common.append(text)
+    return common, routed
+
+
+def teacher_specs(names: list[str] | tuple[str, ...], available: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Teacher-set entries for model names (``mf`` = ``bpr``); with ``available`` (a teacher-set YAML's
+    ``teachers``) a name picks the entry of that name (any case) or of that model."""
+    from distillrec.models import get_model_class
+
+    out: dict[str, Any] = {}
+    for raw in names:
+        name = raw.strip()
+        model = TEACHER_ALIASES.get(name.lower(), name.lower())
+        if name in out:
+            raise DistillrecError(f"--teachers names {name!r} twice")
+        if available is None:
+            get_model_class(model)  # an unknown model is an error naming the known ones
+            out[name] = {"model": {"name": model}}
+            continue
+        hits = [k for k, v in available.items() if k.lower() == name.lower()
+                or _spec_model(v) == model]
+        if not hits:
+            raise DistillrecError(f"--teachers: no teacher {name!r} in the teacher-set config (it has "
+                                  f"{', '.join(available)})")
+        out[hits[0]] = available[hits[0]]
+    return out
+
+
+def _spec_model(spec: Any) -> str | None:
+    model = spec.get("model") if isinstance(spec, dict) else spec
+    return model.get("name") if isinstance(model, dict) else model
 
 
 class Job:
@@ -73,8 +137,35 @@ class Job:
         self.cfg = cfg
         self.echo = echo or print
         self.out = Path(cfg.out)
-        self.sets = list(DEMO_TRAIN if cfg.dataset == "synthetic" and not cfg.config_file else [])
-        self.sets += list(cfg.overrides)
+        self.teacher_set_dir = Path(cfg.teachers) if isinstance(cfg.teachers, str) and Path(cfg.teachers).is_dir() \
+            else None
+        self.dataset_name = cfg.dataset or ("" if self.teacher_set_dir else "synthetic")
+        hetero = cfg.teachers is not None
+        demo = self.dataset_name == "synthetic" and not cfg.config_file and not cfg.teachers_config
+        self.sets = list((DEMO_TRAIN_HETERO if hetero else DEMO_TRAIN) if demo else [])
+        self.sets, self.routed = split_sets(self.sets + list(cfg.overrides), _SET_TARGETS + tuple(cfg.methods))
+        self.eval_config: TrainConfig | None = None  # hetero: every row is evaluated with the students' settings
+
+    def sets_for(self, target: str) -> list[str]:
+        return self.sets + self.routed.get(target, [])
+
+    def check_methods(self) -> None:
+        """Refuse unknown or misplaced methods before anything is trained."""
+        from distillrec.distill import get_method
+
+        for method in self.cfg.methods:
+            if method == "hetcomp" and self.cfg.teachers is None:
+                raise DistillrecError("method 'hetcomp' distils a teacher set: pass --teachers mf,cml,… "
+                                      "(or a teacher-set directory)")
+            if method == "adarec" and self.cfg.teachers is not None:
+                raise DistillrecError("method 'adarec' needs one sequential teacher (--teacher nextitnet:64), "
+                                      "not a teacher set")
+            if method not in ("student", "adarec"):
+                get_method(method)
+        teacher = self.cfg.teacher.partition(":")[0]
+        if "adarec" in self.cfg.methods and not Path(self.cfg.teacher).is_dir() and teacher not in SEQUENTIAL_TEACHERS:
+            raise DistillrecError(f"method 'adarec' needs a sequential teacher ({', '.join(SEQUENTIAL_TEACHERS)}), "
+                                  f"got --teacher {self.cfg.teacher}")
 
     # -- stages ---------------------------------------------------------------------------------------------
     def teacher(self, dataset: Dataset) -> Run:
@@ -83,15 +174,15 @@ class Job:
             self.echo(f"teacher: reusing the run in {spec}")
             return load_run(spec, dataset=dataset)
         name, _, dim = spec.partition(":")
-        sets = ([f"model.{model_size_key(name)}={int(dim)}"] if dim else []) + self.sets
-        cfg = resolve_config(dataset=self.cfg.dataset, model=name, config_file=self.cfg.config_file, overrides=sets)
+        sets = ([f"model.{model_size_key(name)}={int(dim)}"] if dim else []) + self.sets_for("teacher")
+        cfg = resolve_config(dataset=self.dataset_name, model=name, config_file=self.cfg.config_file, overrides=sets)
         return self._train(f"teacher-{name}-{_hash(cfg)}", "teacher", lambda path, resume: train(
             dataset, config=cfg, out=path, resume=resume, progress=self.cfg.progress, echo=self._quiet))
 
     def student_dim(self, teacher: Run) -> int:
         if self.cfg.student_dim:
             return self.cfg.student_dim
-        if self.cfg.dataset == "synthetic" and self.cfg.teacher == "bpr:64":
+        if self.dataset_name == "synthetic" and self.cfg.teacher == "bpr:64":
             return DEMO_STUDENT_DIM
         return max(4, int(teacher.model.hparams()[model_size_key(teacher.model.name)]) // 10)
 
@@ -104,18 +195,30 @@ class Job:
         self.echo(f"{label}: {'resuming' if resume else 'training'} → {path}")
         return fit(path, resume)
 
+    def load(self, cfg: RunConfig) -> Dataset:
+        dataset = load_data(cfg)
+        self.echo(f"data set {dataset.name}: {dataset.n_users:,} users, {dataset.n_items:,} items, "
+                  f"{dataset.train.nnz:,} training interactions")
+        return dataset
+
     def _quiet(self, msg: str) -> None:
         if msg.startswith(("early stop", "resuming", "no valid")):
             self.echo("  " + msg)
 
     def run(self) -> dict[str, Any]:
+        self.check_methods()
+        if self.cfg.teachers is not None:
+            from distillrec.pipeline_hetero import run_hetero
+
+            return run_hetero(self)
         # The data set section of the resolved config (with any --set dataset.* options) decides what is loaded.
-        probe = resolve_config(dataset=self.cfg.dataset, model=self.cfg.teacher.partition(":")[0]
+        probe = resolve_config(dataset=self.dataset_name, model=self.cfg.teacher.partition(":")[0]
                                if not Path(self.cfg.teacher).is_dir() else None,
                                config_file=self.cfg.config_file, overrides=self.sets)
-        self._dataset = dataset = load_data(probe)
-        self.echo(f"data set {dataset.name}: {dataset.n_users:,} users, {dataset.n_items:,} items, "
-                  f"{dataset.train.nnz:,} training interactions")
+        self._dataset = dataset = self.load(probe)
+        if "adarec" in self.cfg.methods and dataset.sequences is None:
+            raise DistillrecError(f"method 'adarec' needs a sequential data set (beauty, lastfm, or synthetic with "
+                                  f"--set dataset.sequences=true); {dataset.name!r} has no sequences")
         teacher = self.teacher(dataset)
         dim = self.student_dim(teacher)
         protocol = teacher.config.train.protocol
@@ -130,8 +233,10 @@ class Job:
         return summary
 
     def _student(self, teacher: Run, method: str, dim: int, seed: int) -> Run:
+        if method == "adarec":
+            return self._adarec(teacher, dim, seed)
         size = model_size_key(teacher.model.name)
-        sets = [*self.sets, f"train.seed={seed}"]
+        sets = [*self.sets_for(method), f"train.seed={seed}"]
         sub = f"{method}/seed-{seed}"
         label = f"{method} (dim {dim}, seed {seed})"
         if method == "student":
@@ -144,9 +249,28 @@ class Job:
             teacher, method, out=path, student_dim=dim, config_file=self.cfg.config_file, overrides=sets,
             resume=resume, progress=self.cfg.progress, echo=self._quiet))
 
+    def _adarec(self, teacher: Run, dim: int, seed: int) -> Run:
+        """AdaRec (``nas.search``) at the students' width; the retrained derived student is the row. The job's
+        ``train.*`` settings apply to both NAS stages, ``adarec.*`` ones on top."""
+        from distillrec import nas
+
+        path = self.out / "adarec" / f"seed-{seed}"
+        label = f"adarec (dim {dim}, seed {seed})"
+        if (path / "results.json").exists():
+            self.echo(f"{label}: reusing {path}")
+        else:
+            self.echo(f"{label}: searching → {path}")
+            stages = [f"{stage}.{text[len('train.'):]}" for text in self.sets if text.startswith("train.")
+                      for stage in ("search", "retrain")]
+            sets = [f"model.embedding_dim={dim}", *stages, f"search.seed={seed}", f"retrain.seed={seed}",
+                    *self.routed.get("adarec", [])]
+            nas.search(self._dataset, teacher.path, path, sets, config_file=self.cfg.adarec_config,
+                       progress=self.cfg.progress, echo=self._quiet)
+        return load_run(path / "retrain", dataset=self._dataset)
+
     def _entry(self, name: str, seed: int, run: Run, protocol: str) -> Entry:
         results = json.loads((run.path / "results.json").read_text())
-        ev = evaluate_model(run.model, run.dataset, "test", protocol, run.config.train)
+        ev = evaluate_model(run.model, run.dataset, "test", protocol, self.eval_config or run.config.train)
         return Entry(name, seed, run, results, ev)
 
     # -- output ---------------------------------------------------------------------------------------------
@@ -159,16 +283,24 @@ class Job:
         metric = summary["metrics"][-1]
         plot_accuracy_vs_size(summary["rows"], metric, self.out / "accuracy_vs_parameters.png",
                               title=f"{summary['dataset']}: test {metric} against size")
-        plot_learning_curves({f"{e.name} s{e.seed}": e.run.path / "log.jsonl" for e in entries},
-                             entries[0].run.config.train.valid_metric, self.out / "learning_curves.png")
+        runs = [e for e in entries if e.run is not None and e.run.path is not None]
+        plot_learning_curves({f"{e.name} s{e.seed}": e.run.path / "log.jsonl" for e in runs},
+                             (self.eval_config or runs[0].run.config.train).valid_metric,
+                             self.out / "learning_curves.png")
         atomic_write_text(self.out / "report.md", markdown_table(summary))
         self.echo("")
         self.echo(terminal_table(summary))
         self.echo(f"\nwritten: {self.out}/report.md, results.json, accuracy_vs_parameters.png, learning_curves.png")
 
 
+def _is_reference(name: str) -> bool:
+    """Teachers and the ensemble: rows that are not compared with the student alone."""
+    return name in ("student", "teacher", "ensemble") or name.startswith("teacher:")
+
+
 def summarise(entries: list[Entry], metrics: list[str], protocol: str, dataset: str) -> dict[str, Any]:
-    """One row per method: mean ± std over seeds, size, latency, epoch time, paired test vs the student."""
+    """One row per method: mean ± std over seeds, size, latency, epoch time, paired test vs the student.
+    "% teacher" (``of_teacher``) is relative to the ensemble when there is one, else to the teacher."""
     from distillrec.evaluate import paired_test
 
     by_name: dict[str, list[Entry]] = {}
@@ -188,14 +320,14 @@ def summarise(entries: list[Entry], metrics: list[str], protocol: str, dataset: 
         train_info = [e.results.get("train") or {} for e in group]
         row["seconds_per_epoch"] = float(np.mean([t.get("seconds_per_epoch", 0.0) for t in train_info]))
         row["epochs"] = float(np.mean([t.get("best_epoch", 0) for t in train_info]))
-        if student and name not in ("student", "teacher"):
+        if student and not _is_reference(name):
             row["vs_student"] = _paired(group, student, metrics[-1], paired_test)
-            base = np.mean([e.results.get("train", {}).get("seconds_per_epoch", 0.0) for e in student])
+            base = np.mean([(e.results.get("train") or {}).get("seconds_per_epoch", 0.0) for e in student])
             row["epoch_time_vs_student"] = row["seconds_per_epoch"] / base if base else None
         rows.append(row)
-    teacher = by_name.get("teacher")
-    if teacher:
-        t_val = rows[0][metrics[-1]]
+    reference = next((r for name in ("ensemble", "teacher") for r in rows if r["name"] == name), None)
+    if reference:
+        t_val = reference[metrics[-1]]
         for row in rows:
             row["of_teacher"] = row[metrics[-1]] / t_val if t_val else None
     return {"dataset": dataset, "protocol": protocol, "metrics": metrics, "rows": rows}

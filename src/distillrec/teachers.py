@@ -12,7 +12,9 @@ teacher whose run was cut short is trained again from scratch: its trajectory ca
 - ``train_teacher_set(…)``: the six teachers of the paper — MF (bpr), CML (cml), NeuMF (neumf), LightGCN
   (lightgcn), Mult-VAE (vae), item autoencoder (iae) — or any mapping of names to model specs;
 - ``distill_from_teacher_set(teacher_set, …)``: a HetComp student from a teacher set (what
-  ``distill(method="hetcomp")`` cannot do: the method needs trajectories, not one teacher).
+  ``distill(method="hetcomp")`` cannot do: the method needs trajectories, not one teacher), or, with
+  ``method="rrd"`` / ``"dcd"`` / …, a single-teacher method that reads its lists from the ensemble's ranking
+  (``ensemble_knowledge``), as the HetComp authors ran their baselines (no top-rank sampling by default).
 """
 
 from __future__ import annotations
@@ -24,12 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import Tensor
 
 from distillrec.config import RunConfig, load_yaml, merge, resolve_config
 from distillrec.data.dataset import Dataset
 from distillrec.distill.ensemble import MANIFEST, TeacherEnsemble, read_manifest
+from distillrec.distill.knowledge import KnowledgeSpec, TeacherKnowledge, compute_knowledge
 from distillrec.distill.trajectory import FILENAME, Trajectory, TrajectoryRecorder, train_hash
 from distillrec.models.base import Recommender
 from distillrec.train.checkpoint import check_fingerprint, load_checkpoint
@@ -47,6 +52,9 @@ DEFAULT_TEACHERS: dict[str, dict[str, Any]] = {
 # every 10 epochs on Recall@50, stop after 5 evaluations without a gain.
 HETCOMP_TRAIN: dict[str, Any] = {"epochs": 1000, "batch_size": 1024, "learning_rate": 1e-3, "weight_decay": 1e-5,
                                  "eval_every": 10, "patience": 5, "valid_metric": "recall@50", "topk": [10, 50]}
+# Single-teacher methods distilled from the ensemble: the HetComp authors removed the sampling of top-ranked
+# items from their ranking-matching baselines (spec §A.10), i.e. the ensemble's top-K in order.
+ENSEMBLE_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {"rrd": {"sampling": "top"}, "dcd": {"sampling": "top"}}
 
 
 class TrajectoryConfig(BaseModel):
@@ -171,22 +179,27 @@ def teacher_run_configs(cfg: TeacherSetConfig, dataset: Mapping[str, Any] | None
 
 
 def train_teacher_set(
-    dataset: str | Dataset | None = None, out: str | Path = "runs/teachers", *,
+    dataset: str | Mapping[str, Any] | Dataset | None = None, out: str | Path = "runs/teachers", *,
     config_file: str | Path | None = None, teachers: Mapping[str, Any] | None = None,
     train: Mapping[str, Any] | None = None, trajectory: Mapping[str, Any] | None = None,
     overrides: Sequence[str] = (), progress: bool | None = None, echo: Callable[[str], None] | None = None,
+    dataset_section: Mapping[str, Any] | None = None,
 ) -> TeacherSet:
     """Train every teacher (default: HetComp's six) with its trajectory into ``out``; return the set.
 
-    ``train`` settings apply to every teacher (a teacher's own ``train`` section wins), ``overrides``
-    (``--set`` strings) to every teacher on top of that."""
+    ``dataset``: a name, a dataset section (``{name: synthetic, n_users: 300}``) or a loaded Dataset, whose
+    section for the manifest is ``dataset_section`` (default ``{name: …}``: give it when the data set was
+    loaded with options, so ``load_teacher_set`` can load it again). ``train`` settings apply to every teacher
+    (a teacher's own ``train`` section wins), ``overrides`` (``--set`` strings) to every teacher on top of that."""
     echo = echo or (lambda msg: None)
     cfg = load_teacher_set_config(config_file, teachers=dict(teachers) if teachers is not None else None,
                                   train=dict(train) if train is not None else None,
                                   trajectory=dict(trajectory) if trajectory is not None else None)
     ds_section = dict(cfg.dataset)
     if isinstance(dataset, Dataset):
-        ds_section = {"name": dataset.name}
+        ds_section = dict(dataset_section) if dataset_section is not None else {"name": dataset.name}
+    elif isinstance(dataset, Mapping):
+        ds_section = dict(dataset)
     elif isinstance(dataset, str):
         ds_section = {"name": dataset}
     data = dataset if isinstance(dataset, Dataset) else load_data(RunConfig(dataset=ds_section))
@@ -238,28 +251,85 @@ def load_teacher_set(path: str | Path, dataset: Dataset | None = None) -> Teache
     return TeacherSet(Path(path), data, manifest)
 
 
+# -- the ensemble as the teacher of a single-teacher method ----------------------------------------------------
+class _EnsembleTeacher(torch.nn.Module):
+    """The ensemble's scores e_ui as the part of the Recommender contract ``compute_knowledge`` uses
+    (``full_scores``; no representations). Items outside every teacher's list score 0, as in the authors'
+    dense importance matrices: a list longer than the merged candidates ends in ties at 0."""
+
+    def __init__(self, ensemble: TeacherEnsemble) -> None:
+        super().__init__()
+        self.ensemble = ensemble
+        self._score = ensemble.scorer()
+
+    @property
+    def device(self) -> torch.device:
+        return self.ensemble.device
+
+    def prepare_eval(self, dataset: Dataset, split: str) -> None:
+        pass
+
+    def full_scores(self, users: Tensor) -> Tensor:
+        return self._score(users)
+
+    def user_repr(self, users: Tensor) -> Tensor:
+        raise NotImplementedError("an ensemble of rankings has no representations")
+
+    item_repr = user_repr
+
+
+def ensemble_knowledge(ensemble: TeacherEnsemble, spec: KnowledgeSpec) -> TeacherKnowledge:
+    """The teacher knowledge ``spec`` asks for (user- and item-side top-N lists), read from the ensemble's
+    ranking; computed in chunks, not cached (one pass over the merged lists)."""
+    if spec.reprs:
+        raise DistillrecError("this method distils representations, which an ensemble of rankings does not have; "
+                              "use a ranking method (rd, cd, rrd, ir-rrd, dcd) with a teacher set")
+    return compute_knowledge(_EnsembleTeacher(ensemble), ensemble.dataset, spec, item_side="full_scores")
+
+
 # -- a HetComp student --------------------------------------------------------------------------------------------
+def student_base_config(teacher_set: str | Path, manifest: Mapping[str, Any], method: str = "hetcomp",
+                        student: str = "bpr", student_dim: int | None = 6) -> dict[str, Any]:
+    """The defaults of a student distilled from a teacher set: the set's data set, the authors' schedule
+    (``HETCOMP_TRAIN``) and, for single-teacher methods, ``ENSEMBLE_METHOD_DEFAULTS``."""
+    model: dict[str, Any] = {"name": student}
+    if student_dim is not None:
+        model[model_size_key(student)] = student_dim
+    distill = {"method": method, "teacher": str(teacher_set), **ENSEMBLE_METHOD_DEFAULTS.get(method, {})}
+    return {"dataset": dict(manifest.get("dataset") or {"name": manifest.get("dataset_name")}), "model": model,
+            "train": dict(HETCOMP_TRAIN), "distill": distill}
+
+
 def distill_from_teacher_set(
     teacher_set: str | Path, *, out: str | Path | None = None, student: str = "bpr", student_dim: int | None = 6,
     config_file: str | Path | None = None, overrides: Sequence[str] = (), dataset: Dataset | None = None,
     resume: bool = False, progress: bool | None = None, echo: Callable[[str], None] | None = None,
+    method: str = "hetcomp", config: RunConfig | None = None,
 ) -> Run:
     """Distil a teacher set into a ``student`` (default: MF of dim 6, the authors' student) with HetComp,
-    under the authors' schedule (``HETCOMP_TRAIN``) unless the config file or ``overrides`` say otherwise."""
+    under the authors' schedule (``HETCOMP_TRAIN``) unless the config file or ``overrides`` say otherwise.
+
+    Another ``method`` (rrd, dcd, …) distils the ensemble's ranking (``ensemble_knowledge``) the way that
+    method distils one teacher's. ``config``: an already resolved run config (then ``student``,
+    ``student_dim``, ``config_file`` and ``overrides`` are not used)."""
+    from distillrec.distill import get_method
     from distillrec.distill.hetcomp import HetComp
 
     ts = load_teacher_set(teacher_set, dataset)
-    model: dict[str, Any] = {"name": student}
-    if student_dim is not None:
-        model[model_size_key(student)] = student_dim
-    base = {"dataset": ts.manifest.get("dataset") or {"name": ts.dataset.name}, "model": model,
-            "train": dict(HETCOMP_TRAIN), "distill": {"method": "hetcomp", "teacher": str(teacher_set)}}
-    config = resolve_config(config_file=config_file, overrides=list(overrides), base=base)
-    if (config.distill or {}).get("method") != "hetcomp":
-        raise DistillrecError(f"distill_from_teacher_set trains HetComp students; the config asks for "
+    if config is None:
+        base = student_base_config(teacher_set, ts.manifest, method, student, student_dim)
+        config = resolve_config(config_file=config_file, overrides=list(overrides), base=base)
+    if (config.distill or {}).get("method") != method:
+        raise DistillrecError(f"distill_from_teacher_set was asked for {method!r} students; the config asks for "
                               f"{(config.distill or {}).get('method')!r}")
     seed_everything(config.train.seed)
     net = build_model(config, ts.dataset)
     hparams = {k: v for k, v in config.distill.items() if k not in ("method", "teacher")}
-    distiller = HetComp.from_teacher_set(net, teacher_set, ts.dataset, hparams, seed=config.train.seed)
+    if method == "hetcomp":
+        distiller = HetComp.from_teacher_set(net, teacher_set, ts.dataset, hparams, seed=config.train.seed)
+    else:
+        method_cls = get_method(method)
+        hp = method_cls.make_config(hparams)
+        knowledge = ensemble_knowledge(ts.ensemble().to(net.device), method_cls.knowledge_spec(hp))
+        distiller = method_cls(net, knowledge, ts.dataset, hp, seed=config.train.seed)
     return _fit(net, ts.dataset, config, out, distiller=distiller, resume=resume, progress=progress, echo=echo)[0]
