@@ -90,7 +90,8 @@ def _rounded(metrics: dict[str, float]) -> dict[str, float]:
 
 def _cells(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = summary["rows"]
-    test = [k for k in rows[0]["test"] if k.split("@")[0] in ("recall", "ndcg", "hit")]
+    kinds = ("hit", "ndcg") if summary["protocol"] == "sampled" else ("recall", "ndcg")
+    test = [k for k in rows[0]["test"] if k.split("@")[0] in kinds]
     test.sort(key=lambda k: (int(k.split("@")[1]), k))
     valid_metric = rows[0]["valid_metric"]
     head = ["teacher", "model", f"valid {valid_metric}", *(f"test {k}" for k in test), "params", "ms/user",
