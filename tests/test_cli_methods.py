@@ -152,10 +152,14 @@ def test_teachers_command_and_resume(tmp_path: Path):
     assert resumed.output.count("reusing") == 2
 
 
-def test_hetcomp_needs_a_teacher_set(tmp_path: Path):
+def test_run_refuses_misplaced_methods(tmp_path: Path):
     res = invoke("run", "--methods", "student,hetcomp", "--out", tmp_path / "job", *sets(DATA))
     assert isinstance(res.exception, DistillrecError) and "--teachers" in str(res.exception)
-    assert not (tmp_path / "job").exists()
+    res = invoke("run", "--teachers", "mf,cml", "--methods", "student,de", "--out", tmp_path / "job", *sets(DATA))
+    assert isinstance(res.exception, DistillrecError) and "representations" in str(res.exception)
+    res = invoke("run", "--teacher", "bpr:16", "--teachers", "mf,cml", "--out", tmp_path / "job")
+    assert res.exit_code == 2 and "not both" in res.output
+    assert not (tmp_path / "job").exists()  # every refusal comes before any training
 
 
 # -- AdaRec ---------------------------------------------------------------------------------------------------

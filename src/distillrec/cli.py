@@ -104,8 +104,8 @@ def methods_cmd() -> None:
 
 @cli.command("run")
 @click.option("--dataset", "-d", default=None, help="registered data set (default: synthetic, or the teacher set's)")
-@click.option("--teacher", "-t", default="bpr:64", show_default=True,
-              help="MODEL:DIM to train (or reuse, by config hash), or a teacher's run directory")
+@click.option("--teacher", "-t", default=None,
+              help="MODEL:DIM to train (or reuse, by config hash), or a teacher's run directory [default: bpr:64]")
 @click.option("--teachers", default=None, metavar="NAMES|DIR",
               help="heterogeneous teachers instead of --teacher: model names (mf,cml,neumf,lightgcn,vae,iae) "
                    "trained into OUT/teachers, or a teacher-set directory from `distillrec teachers`")
@@ -130,8 +130,10 @@ def run_cmd(dataset, teacher, teachers, teachers_config, adarec_config, student_
 
     from distillrec.pipeline import Job, JobConfig
 
+    if teacher and teachers:
+        raise click.UsageError("give --teacher (one teacher) or --teachers (a teacher set), not both")
     names = tuple(m.strip() for m in methods.split(",") if m.strip())
-    cfg = JobConfig(dataset=dataset, teacher=teacher, student_dim=student_dim, methods=names, seeds=seeds,
+    cfg = JobConfig(dataset=dataset, teacher=teacher or "bpr:64", student_dim=student_dim, methods=names, seeds=seeds,
                     out=Path(out), config_file=config_file, overrides=tuple(overrides), teachers=teachers,
                     teachers_config=teachers_config, adarec_config=adarec_config)
     Job(cfg, echo=click.echo).run()

@@ -30,6 +30,7 @@ import numpy as np
 
 from distillrec.config import RunConfig, TrainConfig, resolve_config
 from distillrec.data.dataset import Dataset
+from distillrec.distill.ensemble import read_manifest
 from distillrec.train.evaluation import evaluate_model
 from distillrec.train.runs import Run, distill, load_data, load_run, model_size_key, train
 from distillrec.utils import DistillrecError, atomic_write_json, atomic_write_text
@@ -139,7 +140,8 @@ class Job:
         self.out = Path(cfg.out)
         self.teacher_set_dir = Path(cfg.teachers) if isinstance(cfg.teachers, str) and Path(cfg.teachers).is_dir() \
             else None
-        self.dataset_name = cfg.dataset or ("" if self.teacher_set_dir else "synthetic")
+        self.manifest = read_manifest(self.teacher_set_dir) if self.teacher_set_dir else None
+        self.dataset_name = cfg.dataset or (self.manifest or {}).get("dataset_name") or "synthetic"
         hetero = cfg.teachers is not None
         demo = self.dataset_name == "synthetic" and not cfg.config_file and not cfg.teachers_config
         self.sets = list((DEMO_TRAIN_HETERO if hetero else DEMO_TRAIN) if demo else [])
@@ -161,7 +163,10 @@ class Job:
                 raise DistillrecError("method 'adarec' needs one sequential teacher (--teacher nextitnet:64), "
                                       "not a teacher set")
             if method not in ("student", "adarec"):
-                get_method(method)
+                cls = get_method(method)
+                if self.cfg.teachers is not None and method != "hetcomp" and cls.knowledge_spec(cls.Config()).reprs:
+                    raise DistillrecError(f"method {method!r} distils representations, which a teacher set's "
+                                          "ensemble does not have; use a ranking method (rd, cd, rrd, ir-rrd, dcd)")
         teacher = self.cfg.teacher.partition(":")[0]
         if "adarec" in self.cfg.methods and not Path(self.cfg.teacher).is_dir() and teacher not in SEQUENTIAL_TEACHERS:
             raise DistillrecError(f"method 'adarec' needs a sequential teacher ({', '.join(SEQUENTIAL_TEACHERS)}), "

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from distillrec.config import RunConfig, load_yaml, merge, parse_overrides, resolve_config
 from distillrec.data.dataset import Dataset
-from distillrec.distill.ensemble import read_manifest
 from distillrec.teachers import (
     HETCOMP_TRAIN,
     TeacherSet,
@@ -40,7 +39,7 @@ def run_hetero(job: Job) -> dict[str, Any]:
     from distillrec.pipeline import HETERO_STUDENT_DIM, Entry, _primary_metrics, summarise
 
     cfg = job.cfg
-    manifest = read_manifest(job.teacher_set_dir) if job.teacher_set_dir else None
+    manifest = job.manifest
     file_raw = load_yaml(cfg.config_file) if cfg.config_file else {}
     file_distill = file_raw.pop("distill", None)
     if manifest and (not cfg.dataset or cfg.dataset == (manifest.get("dataset") or {}).get("name")):
