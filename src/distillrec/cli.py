@@ -9,7 +9,7 @@ import sys
 import click
 
 from distillrec import __version__
-from distillrec.pipeline import DEFAULT_METHODS
+from distillrec.pipeline import DEFAULT_METHODS, HETERO_METHODS
 from distillrec.utils import DATA_DIR_ENV, DistillrecError
 
 
@@ -114,9 +114,10 @@ def methods_cmd() -> None:
 @click.option("--adarec-config", type=click.Path(dir_okay=False), help="NAS YAML for --methods adarec")
 @click.option("--student-dim", type=click.IntRange(min=1), default=None,
               help="student size (default: a tenth of the teacher's, at least 4; 6 with --teachers)")
-@click.option("--methods", default=",".join(DEFAULT_METHODS), show_default=True,
+@click.option("--methods", default=None,
               help="comma-separated: student (trained alone), distillation methods, hetcomp (with --teachers), "
-                   "adarec (sequential data)")
+                   f"adarec (sequential data) [default: {','.join(DEFAULT_METHODS)}; with --teachers: "
+                   f"{','.join(HETERO_METHODS)}]")
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="seeds per student")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config for every model")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -132,7 +133,7 @@ def run_cmd(dataset, teacher, teachers, teachers_config, adarec_config, student_
 
     if teacher and teachers:
         raise click.UsageError("give --teacher (one teacher) or --teachers (a teacher set), not both")
-    names = tuple(m.strip() for m in methods.split(",") if m.strip())
+    names = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None
     cfg = JobConfig(dataset=dataset, teacher=teacher or "bpr:64", student_dim=student_dim, methods=names, seeds=seeds,
                     out=Path(out), config_file=config_file, overrides=tuple(overrides), teachers=teachers,
                     teachers_config=teachers_config, adarec_config=adarec_config)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from distillrec.train.runs import Run, distill, load_data, load_run, model_size_
 from distillrec.utils import DistillrecError, atomic_write_json, atomic_write_text
 
 DEFAULT_METHODS = ("student", "rd", "cd", "de", "rrd", "de-rrd", "dcd")
+HETERO_METHODS = ("student", "rrd", "dcd", "hetcomp")  # HetComp's comparison (with --teachers)
 
 # The built-in demonstration: settings under which a BPR teacher (dim 64) clearly beats a dim-8 student on
 # the synthetic data set and the whole job fits in a few minutes on two CPU cores.
@@ -57,7 +58,7 @@ class JobConfig:
     dataset: str | None = None  # default: the teacher set's data set (a set directory given), else synthetic
     teacher: str = "bpr:64"  # MODEL:DIM, or a teacher's run directory
     student_dim: int | None = None  # default: a tenth of the teacher's (φ = 0.1), at least 4
-    methods: tuple[str, ...] = DEFAULT_METHODS
+    methods: tuple[str, ...] | None = None  # default: DEFAULT_METHODS, or HETERO_METHODS with teachers
     seeds: int = 1
     out: Path = Path("runs/demo")
     config_file: str | None = None
@@ -135,6 +136,8 @@ def _spec_model(spec: Any) -> str | None:
 
 class Job:
     def __init__(self, cfg: JobConfig, echo: Callable[[str], None] | None = None) -> None:
+        if not cfg.methods:
+            cfg = replace(cfg, methods=HETERO_METHODS if cfg.teachers is not None else DEFAULT_METHODS)
         self.cfg = cfg
         self.echo = echo or print
         self.out = Path(cfg.out)
