@@ -13,6 +13,7 @@ from distillrec.distill.knowledge import (
     load_or_compute_knowledge,
 )
 from distillrec.models.bpr import BPR
+from distillrec.utils import DistillrecError
 
 
 def random_dataset(n_users: int = 23, n_items: int = 31, density: float = 0.2, seed: int = 0) -> Dataset:
@@ -121,3 +122,31 @@ def test_load_rejects_foreign_files(tmp_path):
     torch.save({"weights": torch.zeros(2)}, path)
     with pytest.raises(ValueError, match="not a distillrec teacher-knowledge file"):
         TeacherKnowledge.load(path)
+
+
+def test_lists_with_ties_do_not_depend_on_blocks_or_threads():
+    """Equal scores (duplicated item vectors) are ordered by the lower id on every path, so the short list is
+    a prefix of the long one and blocks or threads change nothing."""
+    ds = random_dataset(n_users=40, n_items=300, density=0.05, seed=3)
+    torch.manual_seed(3)
+    teacher = BPR(ds.n_users, ds.n_items, BPR.Config(embedding_dim=3, init_std=1.0))
+    with torch.no_grad():
+        teacher.item_emb.weight[100:200] = teacher.item_emb.weight[:100]  # items i and i + 100 tie everywhere
+    spec = KnowledgeSpec(n_user_topk=150, n_item_topk=12)
+    one = compute_knowledge(teacher, ds, spec, chunk_elems=2000, threads=1)
+    two = compute_knowledge(teacher, ds, spec, chunk_elems=700, threads=2, item_side="full_scores")
+    by_user, by_item = brute_force(teacher, ds)
+    for known in (one, two):
+        assert known.user_topk.tolist() == by_user[:, :150].tolist()
+        assert known.item_topk.tolist() == by_item[:, :12].tolist()
+    threads = torch.get_num_threads()
+    short = compute_knowledge(teacher, ds, KnowledgeSpec(n_user_topk=10))
+    assert torch.equal(short.user_topk, one.user_topk[:, :10])
+    assert torch.get_num_threads() == threads  # the one-off step's thread setting is restored
+
+
+def test_dot_is_refused_for_a_teacher_whose_scores_are_not_dot_products():
+    ds = random_dataset(seed=4)
+    teacher = BiasedMF(ds.n_users, ds.n_items, BPR.Config(embedding_dim=4, init_std=1.0))
+    with pytest.raises(DistillrecError, match="not the dot products"):
+        compute_knowledge(teacher, ds, KnowledgeSpec(n_user_topk=3), item_side="dot")
