@@ -7,6 +7,7 @@ import torch
 
 from distillrec.distill.losses import (
     listmle_loss,
+    ranked_list_loss,
     relaxed_pl_loss,
     set_softmax_loss,
     soft_bce_loss,
@@ -111,3 +112,35 @@ def test_soft_bce_and_squared_error():
     t, p = torch.tensor([[1.0, 2.0], [0.0, 0.0]]), torch.zeros(2, 2)
     assert squared_error_loss(t, p).item() == pytest.approx(2.5)
     assert squared_error_loss(t, p, "sum").item() == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_closed_form_list_kernel_matches_the_autograd_kernel(reduction):
+    g = torch.Generator().manual_seed(5)
+    scores = torch.randn(30, 13, generator=g, dtype=torch.float64) * 4
+    scores[0, 6:] = -50.0  # a bag far below the list
+    scores[1, :6] = -50.0  # a list far below its bag
+    a, b = scores.clone().requires_grad_(), scores.clone().requires_grad_()
+    fast = ranked_list_loss(a, 6, reduction)
+    ref = relaxed_pl_loss(b[:, :6], b[:, 6:], reduction)
+    torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-12)
+    weights = torch.randn(fast.shape, generator=g, dtype=torch.float64)
+    (fast * weights).sum().backward()
+    (ref * weights).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+    per_row = naive_relaxed_pl(scores[:, :6], scores[:, 6:])
+    torch.testing.assert_close(ranked_list_loss(scores, 6, "none"), per_row, rtol=1e-10, atol=1e-10)
+
+
+def test_closed_form_list_kernel_falls_back_where_a_suffix_underflows():
+    # Scores spread by 200: exp underflows in float32, the log-space kernel takes over, values stay exact.
+    scores = torch.tensor([[0.0, -200.0, -201.0, -300.0]], requires_grad=True)
+    loss = ranked_list_loss(scores, 3, "sum")
+    expected = naive_relaxed_pl(scores[:, :3].detach(), scores[:, 3:].detach()).item()
+    assert loss.item() == pytest.approx(expected, abs=1e-4)
+    loss.backward()
+    assert torch.isfinite(scores.grad).all()
+    with pytest.raises(ValueError, match="0 < k"):
+        ranked_list_loss(scores.detach(), 0)
+    with pytest.raises(ValueError, match="reduction"):
+        ranked_list_loss(scores.detach(), 2, "avg")

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from distillrec.data.dataset import Dataset
 from distillrec.distill.knowledge import KnowledgeSpec, TeacherKnowledge, load_or_compute_knowledge
-from distillrec.distill.losses import relaxed_pl_loss
+from distillrec.distill.losses import ranked_list_loss
 from distillrec.distill.sampling import ranks_in_rows
 from distillrec.distill.scoring import ListScorer, side_scores
 from distillrec.models.base import Recommender
@@ -76,8 +76,7 @@ def ranked_pair_loss(model: Recommender, rows: Tensor, ordered: Tensor, bag: Ten
     """Relaxed Plackett-Luce loss (mean over rows) of the model's scores: ``ordered`` [B, K] in order, above
     ``bag`` [B, L]. One ``score`` call for both lists."""
     scores = side_scores(model, rows, torch.cat([ordered, bag], dim=1), side)
-    k = ordered.shape[1]
-    return relaxed_pl_loss(scores[:, :k], scores[:, k:])
+    return ranked_list_loss(scores, ordered.shape[1])
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -175,8 +174,7 @@ class Distiller(nn.Module):
     def ranked_loss(self, rows: Tensor, lists: Tensor, k: int, side: str) -> Tensor:
         """Relaxed Plackett-Luce loss (mean over rows): ``lists`` [R, K + L] holds each row's ordered list
         (first ``k`` columns, in order) and its bag; one scoring pass for both."""
-        scores = self.list_scores(rows, lists, side)
-        return relaxed_pl_loss(scores[:, :k], scores[:, k:])
+        return ranked_list_loss(self.list_scores(rows, lists, side), k)
 
     @torch.no_grad()
     def student_ranks(self, lists: Tensor, side: str, pairs_per_chunk: int = 1 << 20,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -69,6 +70,61 @@ def relaxed_pl_loss(ordered: Tensor, bag: Tensor | None = None, reduction: str =
     else:
         log_suffix = suffix.log()
     return _reduce((log_suffix - shifted).sum(dim=1), reduction)
+
+
+def _list_pl_parts(scores: Tensor, k: int) -> tuple[Tensor, Tensor] | None:
+    """(per-row loss, gradient) of the relaxed PL loss of ``scores[:, :k]`` above ``scores[:, k:]``, the
+    gradient in closed form. With M the row maximum, e = exp(s − M), B = Σ_bag e, D_k = Σ_{l ≥ k} e_l + B:
+
+        loss = Σ_k [log D_k − (s_k − M)],  ∂/∂s_m = e_m·Σ_{k ≤ m} 1/D_k − 1 (m ≤ K),  ∂/∂b_j = e_j·Σ_k 1/D_k.
+
+    Each e_m / D_k with k ≤ m is ≤ 1, so nothing overflows; None when some D_k underflows (scores spread by
+    ≳ 70 within a row), for the log-space kernel to handle."""
+    shifted = scores - scores.amax(dim=1, keepdim=True)
+    e = shifted.exp()
+    suffix = e[:, :k].flip(1).cumsum(1).flip(1) + e[:, k:].sum(dim=1, keepdim=True)  # D_k
+    if suffix.numel() and float(suffix.min()) < torch.finfo(suffix.dtype).tiny * 1e8:
+        return None
+    per_row = (suffix.log() - shifted[:, :k]).sum(dim=1)
+    prefix = suffix.reciprocal_().cumsum(1)  # Σ_{k' ≤ m} 1/D_k'
+    grad = e  # reused in place: [R, K + L]
+    grad[:, :k].mul_(prefix).sub_(1.0)
+    grad[:, k:].mul_(prefix[:, -1:])
+    return per_row, grad
+
+
+class _ListPL(torch.autograd.Function):
+    """One autograd node for the whole kernel (instead of ~15): the gradient is computed with the loss."""
+
+    @staticmethod
+    def forward(ctx, scores: Tensor, per_row: Tensor, grad: Tensor) -> Tensor:
+        ctx.save_for_backward(grad)
+        return per_row.clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None]:
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out.unsqueeze(1), None, None
+
+
+def ranked_list_loss(scores: Tensor, k: int, reduction: str = "mean") -> Tensor:
+    """``relaxed_pl_loss(scores[:, :k], scores[:, k:], reduction)`` for a [R, K + L] block of list scores
+    (the ordered K first, then the bag), about twice as fast forward + backward on CPU: the gradient is
+    written in closed form (``_list_pl_parts``). Falls back to ``relaxed_pl_loss`` where a suffix sum
+    underflows."""
+    if scores.dim() != 2 or not 0 < k <= scores.shape[1]:
+        raise ValueError(f"scores must be [R, K + L] with 0 < k ≤ K + L, got shape {tuple(scores.shape)}, k={k}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
+    with torch.no_grad():
+        parts = _list_pl_parts(scores.detach(), k)
+    if parts is None:
+        return relaxed_pl_loss(scores[:, :k], scores[:, k:], reduction)
+    per_row, grad = parts
+    if scores.requires_grad:
+        per_row = _ListPL.apply(scores, per_row, grad)
+    return _reduce(per_row, reduction)
 
 
 def listmle_loss(ordered: Tensor, reduction: str = "mean") -> Tensor:

@@ -99,6 +99,7 @@ class PairIndex(nn.Module):
 
 def in_sorted_rows(sorted_lists: Tensor, cols: Tensor) -> Tensor:
     """Bool [R, L]: whether cols[r, l] occurs in the ascending row sorted_lists[r] ([R, N])."""
+    sorted_lists = sorted_lists.contiguous()
     pos = torch.searchsorted(sorted_lists, cols).clamp_(max=sorted_lists.shape[1] - 1)
     return sorted_lists.gather(1, pos) == cols
 
@@ -134,6 +135,7 @@ def _sample_from_complement(rows: Tensor, n: int, exclude: PairIndex, sorted_lis
 def sample_uninteresting(
     rows: Tensor, n: int, exclude: PairIndex, sorted_lists: Tensor | None = None,
     generator: torch.Generator | None = None, max_rounds: int = 40, replace_short: bool = False,
+    list_lengths: Tensor | None = None,
 ) -> Tensor:
     """[R, n] distinct columns per row, uniform over columns not in ``exclude`` (train) nor ``sorted_lists``.
 
@@ -144,11 +146,15 @@ def sample_uninteresting(
     keep the first ``n`` survivors in draw order (a uniform sample without replacement); rows that fell short
     are redrawn with a doubled draw. A row whose pool holds fewer than ``n`` columns is an error, unless
     ``replace_short``: then its ``n`` columns are drawn with replacement from the pool (which must not be empty).
+    ``list_lengths`` [R]: the entries < ``n_cols`` per row of ``sorted_lists``, when the caller knows them.
     """
     n_cols = exclude.n_cols
     device = exclude.keys.device
     rows = rows.to(device)
-    list_len = 0 if sorted_lists is None else (sorted_lists < n_cols).sum(dim=1)
+    if sorted_lists is None:
+        list_len = 0
+    else:
+        list_len = (sorted_lists < n_cols).sum(dim=1) if list_lengths is None else list_lengths
     pool = n_cols - exclude.counts[rows] - list_len
     out = torch.empty(rows.numel(), n, dtype=torch.long, device=device)
     todo = torch.arange(rows.numel(), device=device)
@@ -172,8 +178,8 @@ def sample_uninteresting(
         r = rows[todo]
         cand = torch.randint(0, n_cols, (todo.numel(), draw), generator=generator, device=device)
         bad = exclude.contains(r, cand) | _first_duplicates(cand)
-        if sorted_lists is not None:
-            bad |= in_sorted_rows(sorted_lists[todo], cand)
+        if sorted_lists is not None:  # (no copy of the lists while every row is still to do)
+            bad |= in_sorted_rows(sorted_lists if todo.numel() == rows.numel() else sorted_lists[todo], cand)
         ok = (~bad).sum(dim=1) >= n
         # Stable sort puts the survivors first, in draw order.
         first = torch.argsort(bad.to(torch.int8), dim=1, stable=True)[:, :n]
@@ -270,6 +276,7 @@ class RankingLists(nn.Module):
         # Padding (n_cols, never a column) marks the entries past a row's cut; it sorts last.
         self.register_buffer("sorted_topk", torch.where(in_list, topk, exclude.n_cols).sort(dim=1).values,
                              persistent=False)
+        self.register_buffer("row_len", row_len, persistent=False)
         # Rank-discount log-weights (−inf past a row's cut), built once: −r/T for r in 0..N−1.
         log_w = (-positions.float() / temperature).expand(n_rows, n)
         self.register_buffer("log_weights", log_w.masked_fill(~in_list, float("-inf")) if n_cut else log_w,
@@ -292,9 +299,10 @@ class RankingLists(nn.Module):
         if self.l:
             parts = []
             for r0 in range(0, n_rows, self.chunk_rows):
-                rows = torch.arange(r0, min(r0 + self.chunk_rows, n_rows), device=device)
-                parts.append(sample_uninteresting(rows, self.l, self.exclude, self.sorted_topk[rows], generator,
-                                                  replace_short=True))
+                r1 = min(r0 + self.chunk_rows, n_rows)
+                rows = torch.arange(r0, r1, device=device)
+                parts.append(sample_uninteresting(rows, self.l, self.exclude, self.sorted_topk[r0:r1], generator,
+                                                  replace_short=True, list_lengths=self.row_len[r0:r1]))
             self.uninteresting = torch.cat(parts)
         self.combined = torch.cat([self.interesting, self.uninteresting], 1)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
@@ -67,8 +68,8 @@ class _TableDot(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         row_repr, table, cols = ctx.saved_tensors
         grad_rows = grad_table = None
-        if ctx.needs_input_grad[0]:  # Σ_n g[r, n]·table[cols[r, n]]: a CSR × dense product
-            grad_rows = torch.sparse.mm(_pattern(cols, grad.contiguous(), table.shape[0]), table)
+        if ctx.needs_input_grad[0]:  # Σ_n g[r, n]·table[cols[r, n]]: a weighted embedding bag per row
+            grad_rows = F.embedding_bag(cols, table, per_sample_weights=grad.contiguous(), mode="sum")
         if ctx.needs_input_grad[1]:  # table[c] += g[r, n]·row_repr[r] for every (r, n) with cols[r, n] = c
             per_entry = (grad.unsqueeze(2) * row_repr.unsqueeze(1)).view(-1, row_repr.shape[1])
             grad_table = torch.zeros_like(table).index_put_((cols.reshape(-1),), per_entry, accumulate=True)
