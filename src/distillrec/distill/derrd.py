@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from distillrec.data.dataset import Dataset
@@ -26,6 +26,8 @@ class DERRDConfig(MethodConfig):
     tau_start: float = 1.0
     tau_end: float = 1e-10
     anneal_epochs: int = 1000
+    expert_dtype: Literal["float32", "bfloat16"] = "float32"  # opt-in speed-ups: see distill.de
+    de_entities: int | None = Field(None, ge=1)
     lambda_rrd: float = 7e-4
     n_topk: int = 500
     n_interesting: int = 40
@@ -49,7 +51,7 @@ class DERRD(Distiller):
         super().__init__(student, knowledge, dataset, config, seed)
         c = self.config
         dims = representation_dims(student, self.teacher_user_repr, self.teacher_item_repr)
-        self.experts = DistillationExperts(*dims, c.n_experts).to(self.device)
+        self.experts = DistillationExperts(*dims, c.n_experts, c.expert_dtype, c.de_entities).to(self.device)
         self.tau = c.tau_start
         self.user_lists = RankingLists(self.teacher_user_topk, PairIndex(dataset.train).to(self.device),
                                        c.n_interesting, c.n_uninteresting, c.temperature, c.sampling, name="de-rrd")

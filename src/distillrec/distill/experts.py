@@ -35,13 +35,25 @@ def expert_hidden_dim(student_dim: int, teacher_dim: int) -> int:
     return (student_dim + teacher_dim) // 2
 
 
-class ExpertMixture(nn.Module):
-    """M experts d_s → d_t plus their selection network (a Linear over teacher representations)."""
+EXPERT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
-    def __init__(self, student_dim: int, teacher_dim: int, n_experts: int) -> None:
+
+class ExpertMixture(nn.Module):
+    """M experts d_s → d_t plus their selection network (a Linear over teacher representations).
+
+    ``compute_dtype="bfloat16"``: the two expert matmuls (forward and backward) run under bf16 autocast —
+    bf16 inputs, fp32 accumulation, bf16 outputs — while the parameters, the selection network, the
+    Gumbel-softmax and the loss stay fp32 (autocast casts the fp32 master weights on the way in, and their
+    gradients come back fp32). 2–3× faster on CPUs with native bf16 (AVX512-BF16, AMX); the reconstruction
+    carries bf16's ~3 significant digits."""
+
+    def __init__(self, student_dim: int, teacher_dim: int, n_experts: int, compute_dtype: str = "float32") -> None:
         super().__init__()
         if n_experts < 1:
             raise ValueError(f"n_experts must be ≥ 1, got {n_experts}")
+        if compute_dtype not in EXPERT_DTYPES:
+            raise ValueError(f"expert compute dtype must be one of {', '.join(EXPERT_DTYPES)}, got {compute_dtype!r}")
+        self.compute_dtype = compute_dtype
         self.student_dim, self.teacher_dim, self.n_experts = student_dim, teacher_dim, n_experts
         self.hidden_dim = h = expert_hidden_dim(student_dim, teacher_dim)
         self.w1 = nn.Parameter(torch.empty(student_dim, n_experts * h))
@@ -63,9 +75,12 @@ class ExpertMixture(nn.Module):
                 generator: torch.Generator | None = None) -> Tensor:
         """ĥ_t [B, d_t]: the selected experts' reconstruction of the teacher representation."""
         s = self.selection(teacher_repr, tau, generator)
-        hidden = torch.addmm(self.b1, student_repr, self.w1).relu_()  # [B, M·h]
-        weighted = (hidden.view(-1, self.n_experts, self.hidden_dim) * s.unsqueeze(-1)).view(hidden.shape)
-        return torch.addmm(s @ self.b2, weighted, self.w2)
+        low = self.compute_dtype != "float32"
+        with torch.autocast(student_repr.device.type, dtype=EXPERT_DTYPES[self.compute_dtype], enabled=low):
+            hidden = torch.addmm(self.b1, student_repr, self.w1).relu_()  # [B, M·h]
+            weighted = (hidden.view(-1, self.n_experts, self.hidden_dim) * s.unsqueeze(-1).to(hidden.dtype))
+            out = torch.addmm(s @ self.b2, weighted.view(hidden.shape), self.w2)
+        return out.float()
 
     def loss(self, student_repr: Tensor, teacher_repr: Tensor, tau: float,
              generator: torch.Generator | None = None, reduction: str = "mean") -> Tensor:
@@ -77,11 +92,23 @@ class ExpertMixture(nn.Module):
 class DistillationExperts(nn.Module):
     """Separate expert mixtures for users and items; the DE term of one training batch."""
 
-    def __init__(self, user_dims: tuple[int, int], item_dims: tuple[int, int], n_experts: int) -> None:
-        """``user_dims`` / ``item_dims``: (student dim, teacher dim) of the user and item representations."""
+    def __init__(self, user_dims: tuple[int, int], item_dims: tuple[int, int], n_experts: int,
+                 compute_dtype: str = "float32", max_entities: int | None = None) -> None:
+        """``user_dims`` / ``item_dims``: (student dim, teacher dim) of the user and item representations;
+        ``compute_dtype``: see ``ExpertMixture``; ``max_entities``: see ``batch_loss``."""
         super().__init__()
-        self.users = ExpertMixture(*user_dims, n_experts)
-        self.items = ExpertMixture(*item_dims, n_experts)
+        if max_entities is not None and max_entities < 1:
+            raise ValueError(f"max_entities must be ≥ 1 or None, got {max_entities}")
+        self.max_entities = max_entities
+        self.users = ExpertMixture(*user_dims, n_experts, compute_dtype)
+        self.items = ExpertMixture(*item_dims, n_experts, compute_dtype)
+
+    def _subset(self, entities: Tensor, generator: torch.Generator | None) -> Tensor:
+        """At most ``max_entities`` of ``entities``, uniformly without replacement."""
+        if self.max_entities is None or entities.numel() <= self.max_entities:
+            return entities
+        pick = torch.randperm(entities.numel(), generator=generator, device=entities.device)[: self.max_entities]
+        return entities[pick]
 
     def batch_loss(
         self, student: Recommender, teacher_user_repr: Tensor, teacher_item_repr: Tensor, users: Tensor,
@@ -90,12 +117,14 @@ class DistillationExperts(nn.Module):
         """mean_u L(u) + ½·(mean_i L(i) + mean_j L(j)) over the batch's unique users, positives and negatives.
 
         The authors sum each part over unique entities; this is the mean-reduced form (see the DE Config).
+        With ``max_entities`` each part is averaged over a uniform random subset of at most that many of its
+        unique entities: an unbiased estimate of the same loss (and gradient), for a fraction of the cost.
         """
-        u = users.unique()
+        u = self._subset(users.unique(), generator)
         total = self.users.loss(student.user_repr(u), teacher_user_repr[u], tau, generator)
-        parts = [pos_items.unique()]
+        parts = [self._subset(pos_items.unique(), generator)]
         if neg_items is not None and neg_items.numel():
-            parts.append(neg_items.reshape(-1).unique())
+            parts.append(self._subset(neg_items.reshape(-1).unique(), generator))
         items = torch.cat(parts)  # an item in both parts is two rows, with two draws (two calls in the code)
         per_item = self.items.loss(student.item_repr(items), teacher_item_repr[items], tau, generator, "none")
         item_loss = sum(part.mean() for part in per_item.split([len(p) for p in parts]))
