@@ -7,6 +7,9 @@ epoch 250 τ only reaches ≈ 3e-3; here E is an explicit setting.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -25,10 +28,26 @@ def anneal_temperature(epoch: int, tau0: float = 1.0, tau_end: float = 1e-10, n_
     return max(tau, tau_end)
 
 
+_NUMPY_MIN = 1 << 16  # smaller draws: torch's own generator is as fast
+
+
+def uniform(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None = None,
+            device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """U[0, 1) samples. Large CPU draws come from numpy's PCG64 (~3× faster than torch's Mersenne twister:
+    DCD's per-epoch draws take 30M numbers), seeded by one 62-bit draw of ``generator`` (or of torch's
+    global generator), so they remain a function of that generator's state: seeded and resumed runs repeat."""
+    on_cpu = device is None or torch.device(device).type == "cpu"
+    if not on_cpu or math.prod(shape) < _NUMPY_MIN or dtype not in (torch.float32, torch.float64):
+        return torch.rand(shape, generator=generator, device=device, dtype=dtype)
+    seed = int(torch.randint(0, 1 << 62, (1,), generator=generator))
+    draws = np.random.default_rng(seed).random(tuple(shape), dtype=np.float32 if dtype == torch.float32 else None)
+    return torch.from_numpy(draws)
+
+
 def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None = None,
                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """i.i.d. Gumbel(0, 1) samples: −log(−log U), U ~ Uniform(0, 1) kept away from 0 and 1."""
-    u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
+    u = uniform(shape, generator, device, dtype)
     return u.clamp_(_TINY, 1.0 - 1e-7).log_().neg_().log_().neg_()  # in place: one buffer for all the steps
 
 

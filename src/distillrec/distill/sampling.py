@@ -24,7 +24,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
-from distillrec.distill.gumbel import gumbel_noise
+from distillrec.distill.gumbel import gumbel_noise, uniform
 from distillrec.utils import DistillrecError
 
 
@@ -33,7 +33,7 @@ def weighted_topk(weights: Tensor, k: int, generator: torch.Generator | None = N
     the same distribution as log w + Gumbel) — one log per entry instead of two."""
     if k > weights.shape[-1]:
         raise ValueError(f"cannot draw {k} entries without replacement from {weights.shape[-1]}")
-    race = torch.rand(weights.shape, generator=generator, device=weights.device, dtype=weights.dtype)
+    race = uniform(weights.shape, generator, weights.device, weights.dtype)
     race.clamp_(min=1e-20).log_().neg_().reciprocal_().mul_(weights)  # w / (−log U)
     return race.topk(k, dim=-1).indices
 
@@ -190,8 +190,21 @@ def sample_uninteresting(
 
 
 def ranks_in_rows(scores: Tensor) -> Tensor:
-    """0-based rank of each entry within its row, highest score = 0 (an argsort plus a scatter)."""
-    order = scores.argsort(dim=1, descending=True)
+    """0-based rank of each entry within its row, highest score = 0, equal scores by position (lower first):
+    an argsort plus a scatter. On CPU the argsort is numpy's vectorised quicksort (3× faster than torch's on
+    DCD's [25182, 500] lists), with the rare rows that hold equal values (or NaN) sorted again stably."""
+    order = None
+    if scores.device.type == "cpu" and scores.dtype in (torch.float32, torch.float64) and scores.numel():
+        x = scores.detach().numpy()
+        sorted_idx = np.argsort(-x, axis=1)
+        values = np.take_along_axis(x, sorted_idx, axis=1)
+        redo = np.flatnonzero((values[:, 1:] == values[:, :-1]).any(axis=1) | np.isnan(values).any(axis=1))
+        order = torch.from_numpy(sorted_idx)
+        if redo.size:
+            rows = torch.from_numpy(redo)
+            order[rows] = scores[rows].argsort(dim=1, descending=True, stable=True)
+    if order is None:
+        order = scores.argsort(dim=1, descending=True, stable=True)
     positions = torch.arange(scores.shape[1], device=scores.device).expand_as(order)
     return torch.empty_like(order).scatter_(1, order, positions)
 
