@@ -189,6 +189,13 @@ def sample_uninteresting(
     raise DistillrecError(f"rejection sampling of uninteresting columns did not finish in {max_rounds} rounds")
 
 
+def _sort_rows(x: Tensor) -> Tensor:
+    """Each row sorted ascending (numpy's vectorised sort on CPU: 2× torch's on [25182, 500] ids)."""
+    if x.device.type == "cpu" and x.numel():
+        return torch.from_numpy(np.sort(x.numpy(), axis=1))
+    return x.sort(dim=1).values
+
+
 def ranks_in_rows(scores: Tensor) -> Tensor:
     """0-based rank of each entry within its row, highest score = 0, equal scores by position (lower first):
     an argsort plus a scatter. On CPU the argsort is numpy's vectorised quicksort (3× faster than torch's on
@@ -287,8 +294,7 @@ class RankingLists(nn.Module):
         in_list = positions < row_len.unsqueeze(1)
         self.register_buffer("topk", topk, persistent=False)
         # Padding (n_cols, never a column) marks the entries past a row's cut; it sorts last.
-        self.register_buffer("sorted_topk", torch.where(in_list, topk, exclude.n_cols).sort(dim=1).values,
-                             persistent=False)
+        self.register_buffer("sorted_topk", _sort_rows(torch.where(in_list, topk, exclude.n_cols)), persistent=False)
         self.register_buffer("row_len", row_len, persistent=False)
         # Rank-discount log-weights (−inf past a row's cut), built once: −r/T for r in 0..N−1.
         log_w = (-positions.float() / temperature).expand(n_rows, n)
