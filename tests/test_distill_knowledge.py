@@ -150,3 +150,21 @@ def test_dot_is_refused_for_a_teacher_whose_scores_are_not_dot_products():
     teacher = BiasedMF(ds.n_users, ds.n_items, BPR.Config(embedding_dim=4, init_std=1.0))
     with pytest.raises(DistillrecError, match="not the dot products"):
         compute_knowledge(teacher, ds, KnowledgeSpec(n_user_topk=3), item_side="dot")
+
+
+def test_a_cached_longer_list_serves_a_shorter_one(tmp_path):
+    ds = random_dataset(seed=5)
+    torch.manual_seed(5)
+    teacher = BPR(ds.n_users, ds.n_items, BPR.Config(embedding_dim=4, init_std=1.0))
+    long = load_or_compute_knowledge(teacher, ds, KnowledgeSpec(n_user_topk=8, n_item_topk=6, reprs=True), tmp_path)
+    short_spec = KnowledgeSpec(n_user_topk=3)
+    short = load_or_compute_knowledge(teacher, ds, short_spec, tmp_path)
+    assert short.from_cache and short.item_topk is None and short.user_repr is None
+    direct = compute_knowledge(teacher, ds, short_spec)
+    assert torch.equal(short.user_topk, direct.user_topk) and torch.equal(short.user_topk, long.user_topk[:, :3])
+    torch.testing.assert_close(short.user_topk_scores, direct.user_topk_scores)
+    assert len(list(tmp_path.glob("teacher-knowledge-*.pt"))) == 1  # nothing new written
+    # Longer than any cached list, or another teacher: computed.
+    assert not load_or_compute_knowledge(teacher, ds, KnowledgeSpec(n_item_topk=7), tmp_path).from_cache
+    other = BPR(ds.n_users, ds.n_items, BPR.Config(embedding_dim=4, init_std=1.0))
+    assert not load_or_compute_knowledge(other, ds, short_spec, tmp_path).from_cache

@@ -19,14 +19,16 @@ item side (500 of 5,220 users per item) is another ~0.9 s of matmul and ~1.7 s o
 
 Everything runs in chunks on the teacher's device, bounded by ``chunk_elems`` scores at a time (per thread):
 never a dense users × items matrix. The cache is one ``torch.save`` of a dict of tensors (written atomically,
-read with ``weights_only=True``) named by a hash of the teacher's state_dict, the list lengths and the data
-set (id-map fingerprint and the training pattern).
+read with ``weights_only=True``) named by a hash of the teacher's state_dict and the data set (id-map
+fingerprint and the training pattern) plus the list lengths; a file with longer lists serves shorter ones
+(RD's top-10 from RRD's top-500: a prefix, by the tie rule).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -106,13 +108,43 @@ def state_dict_hash(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def knowledge_key(teacher: Recommender, dataset: Dataset, spec: KnowledgeSpec) -> str:
+def _source_key(teacher: Recommender, dataset: Dataset) -> str:
+    """The teacher and the data, without the list lengths."""
     h = hashlib.sha256(state_dict_hash(teacher).encode())
-    h.update(f"|{dataset.fingerprint()}|{spec.n_user_topk}|{spec.n_item_topk}|{spec.reprs}|v{FORMAT_VERSION}".encode())
+    h.update(f"|{dataset.fingerprint()}|v{FORMAT_VERSION}".encode())
     # The fingerprint covers ids only; two splits of one data set must not share lists.
     h.update(dataset.train.indptr.tobytes())
     h.update(dataset.train.indices.tobytes())
     return h.hexdigest()[:24]
+
+
+def knowledge_key(teacher: Recommender, dataset: Dataset, spec: KnowledgeSpec) -> str:
+    return f"{_source_key(teacher, dataset)}-u{spec.n_user_topk}-i{spec.n_item_topk}-r{int(spec.reprs)}"
+
+
+_KEY = re.compile(r"^(?P<source>[0-9a-f]{24})-u(?P<u>\d+)-i(?P<i>\d+)-r(?P<r>[01])$")
+
+
+def _covers(key: str, spec: KnowledgeSpec, source: str) -> bool:
+    """Whether a file of ``key`` holds ``spec``'s knowledge (same source, lists at least as long)."""
+    m = _KEY.match(key)
+    return bool(m) and m["source"] == source and int(m["u"]) >= spec.n_user_topk \
+        and int(m["i"]) >= spec.n_item_topk and (m["r"] == "1" or not spec.reprs)
+
+
+def restrict(known: TeacherKnowledge, spec: KnowledgeSpec) -> TeacherKnowledge:
+    """``spec``'s part of longer lists: their first entries. Exact, because equal scores are ordered by id, so
+    the top-10 list is the top-500 list's first 10 entries."""
+    out = TeacherKnowledge(key=known.key, from_cache=known.from_cache)
+    if spec.n_user_topk and known.user_topk is not None:
+        out.user_topk = known.user_topk[:, :spec.n_user_topk].contiguous()
+        out.user_topk_scores = known.user_topk_scores[:, :spec.n_user_topk].contiguous()
+    if spec.n_item_topk and known.item_topk is not None:
+        out.item_topk = known.item_topk[:, :spec.n_item_topk].contiguous()
+        out.item_topk_scores = known.item_topk_scores[:, :spec.n_item_topk].contiguous()
+    if spec.reprs:
+        out.user_repr, out.item_repr = known.user_repr, known.item_repr
+    return out
 
 
 # -- computation --------------------------------------------------------------------------------------------
@@ -260,20 +292,28 @@ def load_or_compute_knowledge(
     teacher: Recommender, dataset: Dataset, spec: KnowledgeSpec, cache_dir: str | Path | None = None,
     chunk_elems: int = DEFAULT_CHUNK_ELEMS, item_side: str = "auto",
 ) -> TeacherKnowledge:
-    """The cached knowledge when ``cache_dir`` holds it for this exact teacher, spec and data; else compute
-    (and write it there). ``from_cache`` on the result tells which happened."""
+    """The cached knowledge when ``cache_dir`` holds it for this teacher and data — written for this spec, or
+    for one with longer lists (cut to ``spec``, see ``restrict``) — else compute it (and write it there).
+    ``from_cache`` on the result tells which happened."""
     key = knowledge_key(teacher, dataset, spec)
-    path = Path(cache_dir) / f"teacher-knowledge-{key}.pt" if cache_dir is not None else None
-    if path is not None and path.exists():
-        try:
-            known = TeacherKnowledge.load(path, teacher.device)
-            if known.key == key:
-                return known
-            warnings.warn(f"{path}: key mismatch, recomputing", stacklevel=2)
-        except Exception as exc:  # a truncated or foreign file is a cache miss, not a crash
-            warnings.warn(f"{path}: unreadable teacher-knowledge cache ({exc}); recomputing", stacklevel=2)
+    if cache_dir is not None:
+        source = _source_key(teacher, dataset)
+        exact = Path(cache_dir) / f"teacher-knowledge-{key}.pt"
+        longer = sorted(p for p in Path(cache_dir).glob(f"teacher-knowledge-{source}-*.pt")
+                        if p != exact and _covers(p.name[len("teacher-knowledge-"):-3], spec, source))
+        for path in [exact, *longer] if exact.exists() else longer:
+            try:
+                known = TeacherKnowledge.load(path, teacher.device)
+            except Exception as exc:  # a truncated or foreign file is a cache miss, not a crash
+                warnings.warn(f"{path}: unreadable teacher-knowledge cache ({exc}); recomputing", stacklevel=2)
+                continue
+            if known.key == path.name[len("teacher-knowledge-"):-3] and _covers(known.key, spec, source):
+                cut = restrict(known, spec)
+                cut.key = key
+                return cut
+            warnings.warn(f"{path}: key mismatch, ignored", stacklevel=2)
     known = compute_knowledge(teacher, dataset, spec, chunk_elems=chunk_elems, item_side=item_side)
     known.key = key
-    if path is not None:
-        known.save(path)
+    if cache_dir is not None:
+        known.save(Path(cache_dir) / f"teacher-knowledge-{key}.pt")
     return known
