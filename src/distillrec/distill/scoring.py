@@ -72,14 +72,20 @@ class _TableDot(torch.autograd.Function):
         if ctx.needs_input_grad[0]:  # Σ_n g[r, n]·table[cols[r, n]]: a weighted embedding bag per row
             grad_rows = F.embedding_bag(cols, table, per_sample_weights=grad.contiguous(), mode="sum")
         if ctx.needs_input_grad[1]:  # table[c] += g[r, n]·row_repr[r] for every (r, n) with cols[r, n] = c
-            grad_table = _transposed_product(cols, grad, row_repr, table.shape[0])
+            if cols.numel() >= 2 * table.shape[0]:  # long lists (RRD, DCD): the transposed CSR product
+                grad_table = _transposed_product(cols, grad, row_repr, table.shape[0])
+            else:  # short ones (RD, CD): Gᵀ's per-column work would cost more than a scatter of the products
+                per_entry = (grad.unsqueeze(2) * row_repr.unsqueeze(1)).view(-1, row_repr.shape[1])
+                grad_table = torch.zeros_like(table).index_put_((cols.reshape(-1),), per_entry, accumulate=True)
         return grad_rows, grad_table, None
 
 
 def _transposed_product(cols: Tensor, grad: Tensor, row_repr: Tensor, n_table: int) -> Tensor:
     """Gᵀ·row_repr [n_table, d], G [R, n_table] holding grad[r, n] at (r, cols[r, n]) (repeats add up): Gᵀ
-    built in CSR by sorting the entries by column, then one sparse × dense product. ~15 % faster on CPU than
-    scattering the [R·N, d] products ``grad[r, n]·row_repr[r]`` with ``index_put_(accumulate=True)``."""
+    built in CSR by sorting the entries by column, then one sparse × dense product. Inside RRD's training
+    step (56k entries into a 25k-row table) ~15 % faster on CPU than scattering the [R·N, d] products
+    ``grad[r, n]·row_repr[r]`` with ``index_put_(accumulate=True)``; slower for short lists (it does
+    O(table rows) work), so only used when the entries outnumber the table rows twice."""
     n_cols = cols.shape[1]
     flat_cols, order = cols.reshape(-1).sort()
     crow = torch.zeros(n_table + 1, dtype=torch.long, device=cols.device)
