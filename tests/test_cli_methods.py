@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from distillrec.cli import cli
 from distillrec.distill.knowledge import KnowledgeSpec
 from distillrec.pipeline import split_sets, teacher_specs
-from distillrec.teachers import ensemble_knowledge, load_teacher_set
+from distillrec.teachers import best_member, ensemble_knowledge, load_teacher_set
 from distillrec.utils import DistillrecError
 
 # 200 users × 150 items, BPR-MF and LightGCN teachers of dim 16, 2-checkpoint trajectories of top-20 lists.
@@ -79,12 +79,13 @@ def hetero_job(tmp_path_factory) -> Path:
 def test_run_with_a_teacher_set(hetero_job: Path):
     summary = json.loads((hetero_job / "results.json").read_text())
     rows = {r["name"]: r for r in summary["rows"]}
-    assert list(rows) == ["teacher:mf", "teacher:lightgcn", "ensemble", "student", "rrd", "dcd", "hetcomp"]
+    assert list(rows) == ["teacher:mf", "teacher:lightgcn", "ensemble", "student", "rrd@best", "rrd", "dcd",
+                          "hetcomp"]
     assert summary["metrics"] == ["recall@10", "ndcg@10", "recall@50", "ndcg@50"]  # HetComp's K = 10, 50
     assert rows["teacher:mf"]["parameters"] == rows["teacher:lightgcn"]["parameters"] == (200 + 150) * 16
     assert rows["ensemble"]["parameters"] == 2 * (200 + 150) * 16  # serving cost: every member
     assert rows["ensemble"]["of_teacher"] == 1.0  # "% teacher" is relative to the ensemble
-    for name in ("student", "rrd", "dcd", "hetcomp"):
+    for name in ("student", "rrd@best", "rrd", "dcd", "hetcomp"):
         assert rows[name]["parameters"] == (200 + 150) * 4
         assert 0 < rows[name]["recall@50"] <= 1
     assert "vs_student" in rows["hetcomp"] and "vs_student" not in rows["ensemble"]
@@ -94,7 +95,21 @@ def test_run_with_a_teacher_set(hetero_job: Path):
     assert rrd["distill"]["sampling"] == "top" and rrd["model"] == {"name": "bpr", "embedding_dim": 4}
     hetcomp = yaml.safe_load((hetero_job / "hetcomp" / "seed-1" / "config.yaml").read_text())
     assert hetcomp["distill"]["n_topk"] == 20  # capped at the set's K_e
-    assert "| hetcomp |" in (hetero_job / "report.md").read_text()
+    report = (hetero_job / "report.md").read_text()
+    assert "| hetcomp |" in report and "share of the ensemble's" in report
+
+
+def test_single_teacher_kd_takes_the_best_teacher_on_valid(hetero_job: Path):
+    ts = load_teacher_set(hetero_job / "teachers")
+    valid = {m["name"]: m["valid"]["recall@50"] for m in ts.manifest["teachers"]}
+    best = best_member(ts, "recall@50")["name"]
+    assert valid[best] == max(valid.values())
+    # rrd@best read its lists from that teacher alone (its knowledge cache), not from the ensemble
+    assert list((hetero_job / "teachers" / best / "knowledge").glob("*"))
+    other = next(n for n in valid if n != best)
+    assert not (hetero_job / "teachers" / other / "knowledge").exists()
+    with pytest.raises(DistillrecError, match="no validation hit@3"):
+        best_member(ts, "hit@3")
 
 
 def test_ensemble_knowledge_is_the_ensembles_ranking(hetero_job: Path):
@@ -158,6 +173,10 @@ def test_run_refuses_misplaced_methods(tmp_path: Path):
     assert isinstance(res.exception, DistillrecError) and "--teachers" in str(res.exception)
     res = invoke("run", "--teachers", "mf,cml", "--methods", "student,de", "--out", tmp_path / "job", *sets(DATA))
     assert isinstance(res.exception, DistillrecError) and "representations" in str(res.exception)
+    res = invoke("run", "--methods", "student,rrd@best", "--out", tmp_path / "job", *sets(DATA))
+    assert isinstance(res.exception, DistillrecError) and "best teacher of a teacher set" in str(res.exception)
+    res = invoke("run", "--teachers", "mf,cml", "--methods", "hetcomp@best", "--out", tmp_path / "job", *sets(DATA))
+    assert isinstance(res.exception, DistillrecError) and "only a distillation method" in str(res.exception)
     res = invoke("run", "--teacher", "bpr:16", "--teachers", "mf,cml", "--out", tmp_path / "job")
     assert res.exit_code == 2 and "not both" in res.output
     assert not (tmp_path / "job").exists()  # every refusal comes before any training

@@ -36,7 +36,9 @@ from distillrec.train.runs import Run, distill, load_data, load_run, model_size_
 from distillrec.utils import DistillrecError, atomic_write_json, atomic_write_text
 
 DEFAULT_METHODS = ("student", "rd", "cd", "de", "rrd", "de-rrd", "dcd")
-HETERO_METHODS = ("student", "rrd", "dcd", "hetcomp")  # HetComp's comparison (with --teachers)
+# HetComp's comparison (with --teachers); METHOD@best distils the best single teacher of the set (on valid).
+HETERO_METHODS = ("student", "rrd@best", "rrd", "dcd", "hetcomp")
+BEST_SUFFIX = "@best"
 
 # The built-in demonstration: settings under which a BPR teacher (dim 64) clearly beats a dim-8 student on
 # the synthetic data set and the whole job fits in a few minutes on two CPU cores.
@@ -165,7 +167,16 @@ class Job:
             if method == "adarec" and self.cfg.teachers is not None:
                 raise DistillrecError("method 'adarec' needs one sequential teacher (--teacher nextitnet:64), "
                                       "not a teacher set")
-            if method not in ("student", "adarec"):
+            if method.endswith(BEST_SUFFIX):
+                if self.cfg.teachers is None:
+                    raise DistillrecError(f"method {method!r} distils the best teacher of a teacher set: pass "
+                                          "--teachers mf,cml,… (or a teacher-set directory)")
+                method = method.removesuffix(BEST_SUFFIX)
+                if method in ("student", "adarec", "hetcomp"):
+                    raise DistillrecError(f"'{method}{BEST_SUFFIX}': only a distillation method (rd, cd, rrd, "
+                                          "ir-rrd, dcd, …) can take the best single teacher")
+                cls = get_method(method)
+            elif method not in ("student", "adarec"):
                 cls = get_method(method)
                 if self.cfg.teachers is not None and method != "hetcomp" and cls.knowledge_spec(cls.Config()).reprs:
                     raise DistillrecError(f"method {method!r} distils representations, which a teacher set's "

@@ -5,7 +5,9 @@
 ``--teachers DIR`` reuses a set from ``distillrec teachers``. Every student is a BPR-MF (dimension 6 by
 default, the authors' student) under HetComp's schedule (``teachers.HETCOMP_TRAIN``) unless ``--config`` or
 ``--set`` say otherwise; ``student`` is trained alone, ``hetcomp`` with its curriculum, and every other method
-(rrd, dcd, …) distils the ensemble's ranking (no top-rank sampling by default, as the authors ran them).
+(rrd, dcd, …) distils the ensemble's ranking (no top-rank sampling by default, as the authors ran them);
+``METHOD@best`` (``rrd@best``) distils only the set's best teacher on the validation metric — the
+single-teacher KD row of HetComp's tables.
 Everything is evaluated by full ranking at the students' ``train.topk``; the table gets one row per teacher
 (``teacher:NAME``) and one for the ensemble, whose size and latency are the sums over its members.
 """
@@ -103,16 +105,19 @@ def student_config(job: Job, ts: TeacherSet, method: str, dim: int, seed: int, f
                    file_distill: dict[str, Any] | None) -> RunConfig:
     """Defaults (``student_base_config``) < the config file (its ``distill`` section only for its own
     method) < ``--set`` (global, then ``METHOD.``-prefixed) < the seed."""
-    base = student_base_config(ts.path, {"dataset": section_of(ts)}, "hetcomp" if method == "student" else method,
+    from distillrec.pipeline import BEST_SUFFIX
+
+    kd = method.removesuffix(BEST_SUFFIX)
+    base = student_base_config(ts.path, {"dataset": section_of(ts)}, "hetcomp" if method == "student" else kd,
                                "bpr", dim)
     if method == "student":
         del base["distill"]
     else:
-        if method == "hetcomp":
+        if kd == "hetcomp":
             k_e = int(ts.manifest.get("trajectory", {}).get("topk", 100))
             base["distill"].update({k: min(v, k_e) for k, v in _HETCOMP_LISTS.items()})
-        if file_distill and file_distill.get("method", method) == method:
-            base["distill"] = merge(base["distill"], {**file_distill, "method": method})
+        if file_distill and file_distill.get("method", kd) == kd:
+            base["distill"] = merge(base["distill"], {**file_distill, "method": kd})
     base = merge(base, {k: v for k, v in file_raw.items() if k != "dataset"})
     return resolve_config(base=base, overrides=[*job.sets_for(method), f"train.seed={seed}"])
 
@@ -127,6 +132,9 @@ def _student(job: Job, ts: TeacherSet, method: str, config: RunConfig, dim: int,
     if method == "student":
         return job._train(sub, label, lambda path, resume: train(
             ts.dataset, config=config, out=path, resume=resume, progress=progress, echo=job._quiet))
+    from distillrec.pipeline import BEST_SUFFIX
+
+    kd, member = method.removesuffix(BEST_SUFFIX), ("best" if method.endswith(BEST_SUFFIX) else None)
     return job._train(sub, label, lambda path, resume: distill_from_teacher_set(
-        ts.path, out=path, dataset=ts.dataset, method=method, config=config, resume=resume, progress=progress,
-        echo=job._quiet))
+        ts.path, out=path, dataset=ts.dataset, method=kd, config=config, resume=resume, progress=progress,
+        echo=job.echo if member else job._quiet, member=member))

@@ -40,7 +40,7 @@ from distillrec.distill.knowledge import KnowledgeSpec, TeacherKnowledge, comput
 from distillrec.distill.trajectory import FILENAME, Trajectory, TrajectoryRecorder, train_hash
 from distillrec.models.base import Recommender
 from distillrec.train.checkpoint import check_fingerprint, load_checkpoint
-from distillrec.train.runs import Run, build_model, load_data, model_size_key, write_results
+from distillrec.train.runs import Run, build_model, load_data, load_run, model_size_key, write_results
 from distillrec.train.trainer import Trainer
 from distillrec.utils import DistillrecError, atomic_write_json, atomic_write_text, seed_everything
 
@@ -331,18 +331,31 @@ def student_base_config(teacher_set: str | Path, manifest: Mapping[str, Any], me
             "train": dict(HETCOMP_TRAIN), "distill": distill}
 
 
+def best_member(ts: TeacherSet, metric: str) -> dict[str, Any]:
+    """The member of the set with the highest validation ``metric`` (the "best single teacher" of HetComp's
+    comparison: model selection on the validation split, never on test)."""
+    scored = [(m.get("valid") or {}).get(metric) for m in ts.manifest["teachers"]]
+    if any(v is None for v in scored):
+        missing = [m["name"] for m, v in zip(ts.manifest["teachers"], scored, strict=True) if v is None]
+        raise DistillrecError(f"{ts.path / 'teacher_set.json'}: no validation {metric} for teacher(s) "
+                              f"{', '.join(missing)}; cannot pick the best single teacher")
+    return ts.manifest["teachers"][int(np.argmax(scored))]
+
+
 def distill_from_teacher_set(
     teacher_set: str | Path, *, out: str | Path | None = None, student: str = "bpr", student_dim: int | None = 6,
     config_file: str | Path | None = None, overrides: Sequence[str] = (), dataset: Dataset | None = None,
     resume: bool = False, progress: bool | None = None, echo: Callable[[str], None] | None = None,
-    method: str = "hetcomp", config: RunConfig | None = None,
+    method: str = "hetcomp", config: RunConfig | None = None, member: str | None = None,
 ) -> Run:
     """Distil a teacher set into a ``student`` (default: MF of dim 6, the authors' student) with HetComp,
     under the authors' schedule (``HETCOMP_TRAIN``) unless the config file or ``overrides`` say otherwise.
 
     Another ``method`` (rrd, dcd, …) distils the ensemble's ranking (``ensemble_knowledge``) the way that
     method distils one teacher's. ``config``: an already resolved run config (then ``student``,
-    ``student_dim``, ``config_file`` and ``overrides`` are not used)."""
+    ``student_dim``, ``config_file`` and ``overrides`` are not used). ``member``: distil one teacher of the set
+    instead of the ensemble, by name or ``"best"`` (highest validation score on the student's
+    ``train.valid_metric``) — the single-teacher KD baseline."""
     from distillrec.distill import get_method
     from distillrec.distill.hetcomp import HetComp
 
@@ -356,7 +369,20 @@ def distill_from_teacher_set(
     seed_everything(config.train.seed)
     net = build_model(config, ts.dataset)
     hparams = {k: v for k, v in config.distill.items() if k not in ("method", "teacher")}
-    if method == "hetcomp":
+    if member is not None:
+        if method == "hetcomp":
+            raise DistillrecError("HetComp distils the whole teacher set; member= is for single-teacher methods")
+        names = {m["name"]: m for m in ts.manifest["teachers"]}
+        if member != "best" and member not in names:
+            raise DistillrecError(f"teacher set {ts.path}: no teacher {member!r} (has {', '.join(names)})")
+        chosen = best_member(ts, config.train.valid_metric) if member == "best" else names[member]
+        if echo:
+            echo(f"  single teacher: {chosen['name']}")
+        t_run = load_run(Path(ts.path) / chosen["run_dir"], dataset=ts.dataset)
+        t_run.model.to(net.device).eval()
+        distiller = get_method(method).from_teacher(net, t_run.model, ts.dataset, hparams,
+                                                    cache_dir=t_run.path / "knowledge", seed=config.train.seed)
+    elif method == "hetcomp":
         distiller = HetComp.from_teacher_set(net, teacher_set, ts.dataset, hparams, seed=config.train.seed)
     else:
         method_cls = get_method(method)

@@ -40,7 +40,8 @@ def terminal_table(summary: dict[str, Any]) -> str:
 def markdown_table(summary: dict[str, Any]) -> str:
     head, body = _cells(summary)
     lines = [f"# {summary['dataset']}: distillation comparison", "",
-             f"Test split, {summary['protocol']} protocol. `% teacher` is the share of the teacher's "
+             f"Test split, {summary['protocol']} protocol. `% teacher` is the share of the "
+             f"{'ensemble' if any(r['name'] == 'ensemble' for r in summary['rows']) else 'teacher'}'s "
              f"{summary['metrics'][-1]}; `× student` is the epoch time relative to the student trained alone; "
              "`p` is a paired t-test against the student alone on per-user values (averaged over seeds).", "",
              "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
