@@ -124,6 +124,9 @@ class StreamConfig(_Strict):
     kd: dict[str, Any] = Field(default_factory=_kd_defaults)  # IR-RRD (distill/irrrd.py) fields
     kd_train: TrainConfig = Field(default_factory=lambda: _train(learning_rate=5e-3, batch_size=1024, epochs=10,
                                                                   eval_every=5, patience=2))
+    # stage 1's item-side RRD: "separate" — the authors' own pass of optimiser steps over all items per epoch
+    # (spec §B.5, continual/kd.py); "batch" — the library IR-RRD's term on each batch's positive items
+    kd_item_pass: Literal["separate", "batch"] = "separate"
     student_update: StudentUpdateSettings = Field(default_factory=StudentUpdateSettings)
     teacher_update: TeacherUpdateSettings = Field(default_factory=TeacherUpdateSettings)
     init: InitSettings = Field(default_factory=InitSettings)

@@ -31,7 +31,8 @@ from distillrec.models.base import Recommender
 from distillrec.utils import DistillrecError, atomic_torch_save, atomic_write_json, atomic_write_text, seed_everything
 
 STATE_FORMAT = "distillrec-stream-state/1"
-_BASE_KEYS = ("teachers", "student", "teacher_train", "kd", "kd_train", "ensemble_beta", "graph", "device")
+_BASE_KEYS = ("teachers", "student", "teacher_train", "kd", "kd_train", "kd_item_pass", "ensemble_beta", "graph",
+              "device")
 
 
 def _hash(obj: Any) -> str:

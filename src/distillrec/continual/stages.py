@@ -92,6 +92,8 @@ def fit(ctx: Context, model: Recommender, view: Dataset, cfg: TrainConfig, stage
     if stage_dir.exists():
         shutil.rmtree(stage_dir)
     trainer = Trainer(model, view, cfg, out_dir=stage_dir, distiller=objective, progress=ctx.progress)
+    if hasattr(objective, "attach_optimizer"):  # an objective with passes of its own (CCD's item-side RRD)
+        objective.attach_optimizer(trainer.optimizer)
     result = trainer.fit()
     best = stage_dir / "checkpoints" / "best.pt"
     model.load_state_dict(load_checkpoint(best, map_location=trainer.device)["model"])
@@ -116,7 +118,9 @@ def train_teachers(ctx: Context, view: Dataset, k: int, tag: str = "teacher") ->
 
 
 def distil_student(ctx: Context, teachers: list[Recommender], view: Dataset, k: int) -> tuple[Recommender, dict]:
-    """A fresh student distilled from the rank ensemble on ``view`` (BPR + user-side RRD + item-side RRD)."""
+    """A fresh student distilled from the rank ensemble on ``view`` (BPR + user-side RRD + item-side RRD, the
+    item side in a pass of its own over all items unless ``kd_item_pass`` is "batch")."""
+    from distillrec.continual.kd import CCDDistiller
     from distillrec.distill.irrrd import IRRRD
     from distillrec.distill.knowledge import compute_knowledge
 
@@ -128,9 +132,12 @@ def distil_student(ctx: Context, teachers: list[Recommender], view: Dataset, k: 
     seed = ctx.stage_seed(k, "kd")
     nu, ni = ctx.stream.sizes(k)
     student = build_model(ctx.cfg.student, nu, ni, ctx.graph(k), seed, ctx.device)
-    distiller = IRRRD(student, knowledge, view, config, seed=seed)
-    info = fit(ctx, student, view, stage_train_config(ctx.cfg.kd_train, ctx, seed), ctx.stage_dir(k, "kd"),
-               distiller)
+    train_cfg = stage_train_config(ctx.cfg.kd_train, ctx, seed)
+    if ctx.cfg.kd_item_pass == "separate":
+        distiller = CCDDistiller(student, knowledge, view, config, seed=seed, item_batch_size=train_cfg.batch_size)
+    else:
+        distiller = IRRRD(student, knowledge, view, config, seed=seed)
+    info = fit(ctx, student, view, train_cfg, ctx.stage_dir(k, "kd"), distiller)
     info["knowledge_seconds"] = round(seconds_knowledge, 3)
     return student, info
 

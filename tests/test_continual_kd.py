@@ -1,0 +1,110 @@
+"""CCD stage 1 (spec §B.5): the item-side RRD is a pass of its own optimiser steps over *all* items each epoch,
+the only signal that reaches old users who are inactive in the block; the interaction batches carry BPR and
+the user-side RRD only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from distillrec.continual import load_stream, resolve_stream_config
+from distillrec.continual.kd import CCDDistiller
+from distillrec.continual.stages import Context, build_model, distil_student
+from distillrec.data.dataset import Dataset
+from distillrec.distill.knowledge import KnowledgeSpec, compute_knowledge
+from distillrec.models.bpr import BPR
+from distillrec.utils import DistillrecError
+
+N_USERS, N_ITEMS, IDLE = 12, 10, 9  # users IDLE.. have no training interaction in the block
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def block_dataset() -> Dataset:
+    rng = np.random.default_rng(0)
+    dense = (rng.random((N_USERS, N_ITEMS)) < 0.3).astype(np.float32)
+    dense[IDLE:] = 0.0  # old users inactive in this block
+    dense[:IDLE, 0] = 1.0  # every active user has a positive
+    return Dataset("block", N_USERS, N_ITEMS, train=sp.csr_matrix(dense), test=sp.csr_matrix((N_USERS, N_ITEMS)))
+
+
+def make(item_batch_size: int, lambda_item: float = 0.5) -> tuple[CCDDistiller, BPR, torch.optim.Adam]:
+    ds = block_dataset()
+    torch.manual_seed(0)
+    teacher = BPR(N_USERS, N_ITEMS, BPR.Config(embedding_dim=4, init_std=1.0))
+    config = {"n_topk": 4, "n_interesting": 2, "n_uninteresting": 2, "n_item_topk": 4, "n_item_interesting": 2,
+              "n_item_uninteresting": 3, "lambda_user": 0.1, "lambda_item": lambda_item, "sampling": "top"}
+    knowledge = compute_knowledge(teacher, ds, KnowledgeSpec(n_user_topk=4, n_item_topk=4))
+    student = BPR(N_USERS, N_ITEMS, BPR.Config(embedding_dim=3, init_std=0.5))
+    distiller = CCDDistiller(student, knowledge, ds, config, seed=1, item_batch_size=item_batch_size)
+    optimizer = torch.optim.Adam(student.parameters(), lr=0.05)
+    distiller.attach_optimizer(optimizer)
+    return distiller, student, optimizer
+
+
+def relaxed_pl(scores: list[float], k: int) -> float:
+    """−Σ_{j<k} [s_j − log(Σ_{l≥j} e^{s_l})] with the bag (entries k..) in every denominator: by hand."""
+    return -sum(scores[j] - np.log(np.exp(scores[j:]).sum()) for j in range(k))
+
+
+def test_item_pass_value_is_the_weighted_mean_item_side_loss() -> None:
+    distiller, student, _ = make(item_batch_size=N_ITEMS)  # one batch: the value is taken before the step
+    super(CCDDistiller, distiller).on_epoch_start(1)  # draw the lists without running the pass
+    lists = distiller.item_lists.combined.clone()
+    k = distiller.item_lists.k
+    with torch.no_grad():
+        u, v = student.user_emb.weight.double().numpy(), student.item_emb.weight.double().numpy()
+    expected = 0.5 * np.mean([relaxed_pl([float(u[c] @ v[i]) for c in lists[i].tolist()], k) for i in range(N_ITEMS)])
+    assert distiller.item_pass() == pytest.approx(expected, rel=1e-4)
+
+
+def test_item_pass_steps_over_every_item_and_reaches_idle_users() -> None:
+    distiller, student, optimizer = make(item_batch_size=4)
+    before = student.user_emb.weight.detach().clone()
+    distiller.on_epoch_start(1)  # the item pass: ceil(10 / 4) = 3 optimiser steps
+    assert int(optimizer.state[student.item_emb.weight]["step"]) == 3
+    listed = distiller.item_lists.combined.unique()
+    idle_listed = listed[listed >= IDLE]
+    assert idle_listed.numel() > 0  # inactive users do sit in the items' lists ...
+    moved = (student.user_emb.weight.detach() - before).abs().sum(1) > 0
+    assert bool(moved[idle_listed].all())  # ... and the pass trains them
+    assert distiller.stats()["ir_rrd_pass"] > 0
+    # the interaction batches carry the user side only
+    terms = distiller.loss({"users": torch.tensor([0, 1]), "pos_items": torch.tensor([0, 0]),
+                            "neg_items": torch.tensor([3, 4])})
+    assert set(terms) == {"base", "rrd"}
+
+
+def test_item_pass_needs_the_optimizer() -> None:
+    distiller, _, _ = make(item_batch_size=4)
+    distiller.optimizer = None
+    with pytest.raises(DistillrecError, match="attach"):
+        distiller.on_epoch_start(1)
+
+
+@pytest.mark.parametrize("mode", ["separate", "batch"])
+def test_stage_one_uses_the_configured_item_pass(mode: str, tmp_path) -> None:
+    stream = load_stream("synthetic", n_users=60, n_items=40, n_blocks=1)
+    cfg = resolve_stream_config(overrides=[
+        "student.embedding_dim=4", "kd_train.epochs=2", "kd_train.eval_every=1", "kd.n_topk=8",
+        "kd.n_interesting=8", "kd.n_uninteresting=10", "kd.n_item_topk=8", "kd.n_item_interesting=8",
+        "kd.n_item_uninteresting=10", f"kd_item_pass={mode}", "device=cpu"])
+    ctx = Context(cfg, stream, 0, tmp_path, lambda m: None, progress=False)
+    nu, ni = stream.sizes(1)
+    teacher = build_model({"name": "bpr", "embedding_dim": 8}, nu, ni, ctx.graph(1), 0, ctx.device)
+    distil_student(ctx, [teacher], stream.view(1), 1)
+    log = [json.loads(x) for x in (tmp_path / "blocks/D1/kd/log.jsonl").read_text().splitlines()]
+    if mode == "separate":
+        assert set(log[0]["loss"]) == {"base", "rrd"} and log[0]["distill"]["ir_rrd_pass"] > 0
+    else:
+        assert set(log[0]["loss"]) == {"base", "rrd", "ir_rrd"} and "distill" not in log[0]
