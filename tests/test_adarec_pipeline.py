@@ -165,12 +165,12 @@ def test_search_derive_retrain_end_to_end(data, tmp_path):
     out = tmp_path / "nas"
     over = ["model.embedding_dim=8", "model.n_cells=2", "search.epochs=2", "search.batch_size=40",
             "retrain.epochs=1", "retrain.batch_size=40", "search.topk=[5,10]", "retrain.topk=[5,10]",
-            "warm_start=true", "ablations=[random,fixed_student]"]
+            "warm_start=true", "ablations=[random,fixed_student,no_kd]"]
     messages = []
     res = nas.search(data, tmp_path / "teacher", out, over, echo=messages.append)
     genotype = res["genotype"]
     assert len(genotype) == 6 and [r["name"] for r in res["rows"]] == ["teacher", "adarec", "random",
-                                                                        "fixed_student"]
+                                                                        "fixed_student", "no_kd"]
     # derive = argmax of the searched alpha, read back from the super-net's best checkpoint
     search_run = load_run(out / "search", data)
     assert search_run.model.derive() == genotype
@@ -188,10 +188,16 @@ def test_search_derive_retrain_end_to_end(data, tmp_path):
     log = [json.loads(line) for line in (out / "search" / "log.jsonl").read_text().splitlines()]
     assert set(log[0]["loss"]) == {"ce", "emb", "hid", "logit", "cost"} and "w_teacher" in log[0]["distill"]
     assert len(rows["fixed_student"]["dilations"]) >= 1
+    # no_kd: the same architecture and size as adarec's student, retrained without the distiller's loss terms
+    assert rows["no_kd"]["genotype"] == genotype
+    assert rows["no_kd"]["non_embedding_parameters"] == rows["adarec"]["non_embedding_parameters"]
+    no_kd_log = [json.loads(line) for line in (out / "ablations" / "no_kd" / "retrain" / "log.jsonl").read_text()
+                 .splitlines()]
+    assert set(no_kd_log[0]["loss"]) == {"base"}
     # a second call reuses every finished stage
     messages.clear()
     again = nas.search(data, tmp_path / "teacher", out, over, echo=messages.append)
-    assert again["genotype"] == genotype and sum("reused" in m for m in messages) == 4
+    assert again["genotype"] == genotype and sum("reused" in m for m in messages) == 5
     with pytest.raises(DistillrecError, match="another config"):
         nas.search(data, tmp_path / "teacher", out, [*over, "search.epochs=3"])
 

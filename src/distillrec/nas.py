@@ -6,7 +6,8 @@
     out/search/                      the super-net's run directory (log.jsonl holds τ, EMD weights, alpha)
     out/architecture.{txt,json}      the derived cell; out/cells.png its drawing and the final alpha
     out/retrain/                     the derived student's run directory (the deployable model)
-    out/ablations/<name>/…           random architecture, no EMD, no cost loss, fixed NextItNet student
+    out/ablations/<name>/…           random architecture, no EMD, no cost loss, fixed NextItNet student,
+                                     the searched architecture without KD (no_kd)
     out/results.json, out/report.md  test metrics, parameters, MACs, latency of teacher and students
 
 Every stage is a normal run directory (``load_run`` reads it); a finished stage is reused and an interrupted
@@ -55,7 +56,7 @@ class NASConfig(BaseModel):
         epochs=100, batch_size=128, learning_rate=1e-3, weight_decay=5e-4, grad_clip=5.0, **_EVAL))
     kd: bool = True  # retrain with the KD losses (no cost term); False: CE only, as the authors' finetune
     warm_start: bool = False  # start the derived student from the super-net's weights (the authors' finetune)
-    ablations: list[Literal["random", "no_emd", "no_cost", "fixed_student"]] = Field(default_factory=list)
+    ablations: list[Literal["random", "no_emd", "no_cost", "fixed_student", "no_kd"]] = Field(default_factory=list)
 
 
 def resolve_nas_config(config_file: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> NASConfig:
@@ -302,6 +303,11 @@ def _ablation(name: str, teacher: Run, cfg: NASConfig, out: Path, adarec: Recomm
         student = derived_student(teacher, cfg, genotype)
         _, res = retrain_stage(teacher, cfg, out / "retrain", student, method, echo, progress)
         return _row(name, student, res, teacher, cfg, {"genotype": genotype})
+    if name == "no_kd":  # the searched architecture trained alone: the equal-size student without KD
+        student = derived_student(teacher, cfg, list(adarec.config.genotype))
+        _, res = retrain_stage(teacher, cfg.model_copy(update={"kd": False}), out / "retrain", student, method,
+                               echo, progress)
+        return _row(name, student, res, teacher, cfg, {"genotype": list(adarec.config.genotype)})
     if name == "fixed_student":
         student = fixed_student(teacher, cfg, adarec)
         _, res = retrain_stage(teacher, cfg.model_copy(update={"kd": True}), out / "retrain", student, method,
