@@ -11,6 +11,7 @@ from distillrec.distill.trajectory import (
     FILENAME,
     Trajectory,
     TrajectoryRecorder,
+    _Snapshot,
     queue_rank_std,
     rank_lists,
     store_bytes,
@@ -106,7 +107,7 @@ def test_recorder_in_the_training_loop_keeps_k_checkpoints_ending_at_the_best_ep
     ds = planted_dataset(n_users=120, n_items=80, per_user=12)
     torch.manual_seed(0)
     model = BPR(ds.n_users, ds.n_items, BPR.Config(embedding_dim=8, init_std=0.1))
-    recorder = TrajectoryRecorder(ds, k_checkpoints=3, topk=10, queue_len=3, pool_size=4)
+    recorder = TrajectoryRecorder(ds, k_checkpoints=3, topk=10, queue_len=3, pool_size=4, start="first")
     cfg = TrainConfig(epochs=9, learning_rate=0.05, batch_size=256, eval_every=1, patience=20, device="cpu")
     result = Trainer(model, ds, cfg, out_dir=tmp_path, progress=False, callbacks=[recorder]).fit()
     traj = Trajectory.load(tmp_path / FILENAME, ds)
@@ -127,6 +128,23 @@ def test_recorder_in_the_training_loop_keeps_k_checkpoints_ending_at_the_best_ep
     best = BPR(ds.n_users, ds.n_items, BPR.Config(embedding_dim=8, init_std=0.1))
     best.load_state_dict(torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)["model"])
     assert torch.equal(rank_lists(best, ds, 10)[0], traj.topk[-1])
+
+
+def test_default_checkpoints_sit_at_v_over_V_of_the_way_to_the_best_epoch():
+    ds = planted_dataset(n_users=30, n_items=40, per_user=6)
+    empty = torch.zeros(ds.n_users, 5, dtype=torch.int32)
+    snap = lambda e: _Snapshot(e, empty, empty.half(), torch.zeros(ds.train.nnz, dtype=torch.int32),  # noqa: E731
+                               torch.zeros(ds.train.nnz).half())
+    for start, want in (("interval", [5, 10, 15, 20]), ("first", [1, 7, 14, 20])):
+        recorder = TrajectoryRecorder(ds, k_checkpoints=4, topk=5, start=start)
+        recorder._pool = [(e - 1, snap(e)) for e in range(1, 20)]  # epochs 1..19 recorded, 20 is the best
+        assert recorder.build(snap(20)).epochs == want
+    # the fewest records that allow V checkpoints: all of them are used, in order
+    recorder = TrajectoryRecorder(ds, k_checkpoints=4, topk=5)
+    recorder._pool = [(e - 1, snap(e)) for e in (2, 4, 6)]
+    assert recorder.build(snap(8)).epochs == [2, 4, 6, 8]
+    with pytest.raises(DistillrecError, match="start"):
+        TrajectoryRecorder(ds, topk=5, start="middle")
 
 
 def test_recorder_needs_enough_epochs_before_the_best():

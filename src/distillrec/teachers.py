@@ -24,7 +24,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -67,6 +67,8 @@ class TrajectoryConfig(BaseModel):
     queue_len: int = Field(5, ge=1)  # recent recorded epochs in the rank-std queue
     queue_topk: int | None = Field(None, ge=1)  # list length kept per queued epoch (default 2·K_e)
     every: int = Field(1, ge=1)  # record every k epochs (and at every validation)
+    # checkpoint 0 at 1/V of the way to the best epoch ("interval") or at the first recorded epoch ("first")
+    start: Literal["interval", "first"] = "interval"
 
 
 class TeacherSetConfig(BaseModel):
@@ -124,14 +126,14 @@ def train_with_trajectory(
     dataset: Dataset, model: Recommender, k_checkpoints: int = 4, *, config: RunConfig | None = None,
     out: str | Path | None = None, topk: int = 100, queue_len: int = 5, queue_topk: int | None = None,
     every: int = 1, overwrite: bool = False, progress: bool | None = None,
-    echo: Callable[[str], None] | None = None,
+    echo: Callable[[str], None] | None = None, start: str = "interval",
 ) -> tuple[Run, Trajectory]:
     """Train ``model`` with the usual loop while recording ``k_checkpoints`` trajectory checkpoints (the last
     = the best model); with ``out`` the run directory gets ``trajectory.pt`` too."""
     if config is None:
         config = resolve_config(base={"dataset": {"name": dataset.name}, "model": {"name": model.name,
                                                                                   **model.hparams()}})
-    recorder = TrajectoryRecorder(dataset, k_checkpoints, topk, queue_len, queue_topk, every)
+    recorder = TrajectoryRecorder(dataset, k_checkpoints, topk, queue_len, queue_topk, every, start=start)
     run, _ = _fit(model, dataset, config, out, callbacks=[recorder], overwrite=overwrite, progress=progress,
                   echo=echo)
     assert recorder.trajectory is not None  # on_fit_end always builds it or raises
@@ -226,7 +228,8 @@ def train_teacher_set(
         model = build_model(run_cfg, data)
         run, traj = train_with_trajectory(data, model, tj.k_checkpoints, config=run_cfg, out=out / name,
                                           topk=tj.topk, queue_len=tj.queue_len, queue_topk=tj.queue_topk,
-                                          every=tj.every, overwrite=True, progress=progress, echo=None)
+                                          every=tj.every, start=tj.start, overwrite=True, progress=progress,
+                                          echo=None)
         results = json.loads((out / name / "results.json").read_text())
         manifest["teachers"].append({
             "name": name, "model": run_cfg.model_name, "model_hparams": run_cfg.model_hparams, "key": key,
