@@ -1,0 +1,127 @@
+"""CCD against its continual baselines on one stream: H-mean per block, final LA/RA/H, and cost per block.
+
+Reads the directories that ``distillrec stream --method M --seed 0 --seed 1 --seed 2 --out ROOT/M`` wrote
+(one per method, each with ``seed<N>/results.json``) and prints Markdown tables:
+
+1. H-mean of the primary metric after every block k ≥ 1, mean ± std over seeds, teacher and student, with
+   the best continual baseline per block and whether CCD beats it (the issue's criterion from D2 on);
+2. final LA / RA / H per method;
+3. cost: mean seconds per incremental block (D1…Dn; D0 is shared) and CCD's time ÷ each baseline's, and the
+   student's parameters ÷ the teacher system's.
+
+    .venv/bin/python benchmarks/ccd_table.py runs/ccd/ml100k-v2 [--metric recall@20] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distillrec.continual.metrics import matrix_from_rows, stream_summary
+
+METHODS = ("ccd", "finetune", "lwckd", "once", "retrain")
+CONTINUAL = ("finetune", "lwckd", "retrain")  # "once" is the never-updated student, not a continual method
+
+
+def load(root: Path) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for m in METHODS:
+        runs = [json.loads(p.read_text()) for p in sorted((root / m).glob("seed*/results.json"))]
+        runs = [r for r in runs if r.get("blocks_done") == r.get("n_blocks")]
+        if runs:
+            out[m] = runs
+    return out
+
+
+def per_block_h(run: dict[str, Any], model: str, metric: str) -> list[float]:
+    rows = run["models"][model]["r"][metric]
+    return stream_summary(matrix_from_rows(rows, run["n_blocks"]))["per_block"]["H"]
+
+
+def fmt(values: list[float], d: int = 4) -> str:
+    a = np.asarray(values, dtype=float)
+    return f"{a.mean():.{d}f} ± {a.std():.{d}f}" if len(a) > 1 else f"{a.mean():.{d}f}"
+
+
+def h_table(data: dict[str, list[dict[str, Any]]], model: str, metric: str) -> tuple[str, dict[str, Any]]:
+    n = next(iter(data.values()))[0]["n_blocks"]
+    means = {m: np.mean([per_block_h(r, model, metric) for r in runs], axis=0) for m, runs in data.items()}
+    head = ["method", *(f"D{k}" for k in range(1, n))]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m, runs in data.items():
+        hs = np.array([per_block_h(r, model, metric) for r in runs])
+        lines.append(f"| {m} (seeds {len(runs)}) | " + " | ".join(fmt(hs[:, k]) for k in range(1, n)) + " |")
+    verdict: dict[str, Any] = {}
+    if "ccd" in means:
+        base = [m for m in CONTINUAL if m in means]
+        if base:
+            best = [max(base, key=lambda b, k=k: means[b][k]) for k in range(n)]
+            cells = []
+            for k in range(1, n):
+                gap = means["ccd"][k] - means[best[k]][k]
+                verdict[f"D{k}"] = {"best_baseline": best[k], "gap": round(float(gap), 4)}
+                cells.append(f"{gap:+.4f} vs {best[k]}")
+            lines.append("| CCD − best continual baseline | " + " | ".join(cells) + " |")
+    return "\n".join(lines), verdict
+
+
+def final_table(data: dict[str, list[dict[str, Any]]], metric: str) -> str:
+    lines = ["| method | model | LA | RA | H-mean | parameters |", "|---|---|---|---|---|---|"]
+    for m, runs in data.items():
+        for model in ("teacher", "student"):
+            s = [r["models"][model]["summary"][metric] for r in runs]
+            params = runs[0]["models"][model].get("parameters")
+            params = params[-1] if isinstance(params, list) else params
+            lines.append(f"| {m} | {model} | {fmt([x['LA'] for x in s])} | {fmt([x['RA'] for x in s])} | "
+                         f"{fmt([x['H'] for x in s])} | {params:,} |" if params else
+                         f"| {m} | {model} | {fmt([x['LA'] for x in s])} | {fmt([x['RA'] for x in s])} | "
+                         f"{fmt([x['H'] for x in s])} | — |")
+    return "\n".join(lines)
+
+
+def block_seconds(run: dict[str, Any]) -> float:
+    """Mean wall seconds of the incremental blocks D1…Dn (D0's base training is shared by every method)."""
+    return float(np.mean([t["seconds"] for t in run["timing"] if t["block"] > 0]))
+
+
+def cost_table(data: dict[str, list[dict[str, Any]]]) -> str:
+    secs = {m: [block_seconds(r) for r in runs] for m, runs in data.items()}
+    ccd = np.mean(secs["ccd"]) if "ccd" in secs else None
+    lines = ["| method | s / incremental block | CCD ÷ this |", "|---|---|---|"]
+    for m, s in secs.items():
+        ratio = f"{ccd / np.mean(s):.2f}" if ccd is not None and m != "ccd" else "—"
+        lines.append(f"| {m} | {fmt(s, 1)} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("root", type=Path, help="directory with one sub-directory per method")
+    ap.add_argument("--metric", default="recall@20")
+    ap.add_argument("--json", action="store_true", help="print the per-block verdicts as JSON too")
+    args = ap.parse_args()
+    data = load(args.root)
+    if not data:
+        raise SystemExit(f"{args.root}: no finished stream runs (METHOD/seed<N>/results.json)")
+    verdicts = {}
+    for model in ("teacher", "student"):
+        table, verdicts[model] = h_table(data, model, args.metric)
+        print(f"\n{model}: H-mean of {args.metric} after each block\n\n{table}")
+    print(f"\nfinal LA / RA / H-mean ({args.metric})\n\n{final_table(data, args.metric)}")
+    print(f"\ncost per incremental block (wall clock)\n\n{cost_table(data)}")
+    if "ccd" in data:
+        p = data["ccd"][0]["models"]
+        ps, pt = p["student"].get("parameters"), p["teacher"].get("parameters")
+        ps, pt = (v[-1] if isinstance(v, list) else v for v in (ps, pt))
+        if ps and pt:
+            print(f"\nstudent parameters ÷ teacher system's (last block): {ps:,} ÷ {pt:,} = {ps / pt:.3f}")
+    if args.json:
+        print(json.dumps(verdicts, indent=1))
+
+
+if __name__ == "__main__":
+    main()
