@@ -38,7 +38,8 @@ def block_dataset() -> Dataset:
     return Dataset("block", N_USERS, N_ITEMS, train=sp.csr_matrix(dense), test=sp.csr_matrix((N_USERS, N_ITEMS)))
 
 
-def make(item_batch_size: int, lambda_item: float = 0.5) -> tuple[CCDDistiller, BPR, torch.optim.Adam]:
+def make(item_batch_size: int, lambda_item: float = 0.5,
+         user_pass: bool = False) -> tuple[CCDDistiller, BPR, torch.optim.Adam]:
     ds = block_dataset()
     torch.manual_seed(0)
     teacher = BPR(N_USERS, N_ITEMS, BPR.Config(embedding_dim=4, init_std=1.0))
@@ -46,7 +47,8 @@ def make(item_batch_size: int, lambda_item: float = 0.5) -> tuple[CCDDistiller, 
               "n_item_uninteresting": 3, "lambda_user": 0.1, "lambda_item": lambda_item, "sampling": "top"}
     knowledge = compute_knowledge(teacher, ds, KnowledgeSpec(n_user_topk=4, n_item_topk=4))
     student = BPR(N_USERS, N_ITEMS, BPR.Config(embedding_dim=3, init_std=0.5))
-    distiller = CCDDistiller(student, knowledge, ds, config, seed=1, item_batch_size=item_batch_size)
+    distiller = CCDDistiller(student, knowledge, ds, config, seed=1, item_batch_size=item_batch_size,
+                             user_pass=user_pass)
     optimizer = torch.optim.Adam(student.parameters(), lr=0.05)
     distiller.attach_optimizer(optimizer)
     return distiller, student, optimizer
@@ -83,6 +85,19 @@ def test_item_pass_steps_over_every_item_and_reaches_idle_users() -> None:
     terms = distiller.loss({"users": torch.tensor([0, 1]), "pos_items": torch.tensor([0, 0]),
                             "neg_items": torch.tensor([3, 4])})
     assert set(terms) == {"base", "rrd"}
+
+
+def test_user_pass_gives_idle_users_their_own_ranking_steps() -> None:
+    distiller, student, optimizer = make(item_batch_size=5, lambda_item=0.0, user_pass=True)
+    before = student.user_emb.weight.detach().clone()
+    distiller.on_epoch_start(1)  # no item pass (λ_i = 0); the user pass: ceil(12 / 5) = 3 steps
+    assert int(optimizer.state[student.user_emb.weight]["step"]) == 3
+    moved = (student.user_emb.weight.detach() - before).abs().sum(1) > 0
+    assert bool(moved[IDLE:].all())  # users without an interaction in the block are trained
+    assert distiller.stats()["rrd_pass"] > 0
+    plain, _, _ = make(item_batch_size=5, lambda_item=0.0)
+    plain.on_epoch_start(1)
+    assert "rrd_pass" not in plain.stats()
 
 
 def test_item_pass_needs_the_optimizer() -> None:

@@ -127,6 +127,9 @@ class StreamConfig(_Strict):
     # stage 1's item-side RRD: "separate" — the authors' own pass of optimiser steps over all items per epoch
     # (spec §B.5, continual/kd.py); "batch" — the library IR-RRD's term on each batch's positive items
     kd_item_pass: Literal["separate", "batch"] = "separate"
+    # stage 1's user-side RRD: "batch" — the authors', on the users of D_k's interaction batches only;
+    # "all" — plus a pass of its own over every user seen so far (needs kd_item_pass "separate")
+    kd_user_pass: Literal["batch", "all"] = "batch"
     student_update: StudentUpdateSettings = Field(default_factory=StudentUpdateSettings)
     teacher_update: TeacherUpdateSettings = Field(default_factory=TeacherUpdateSettings)
     init: InitSettings = Field(default_factory=InitSettings)

@@ -31,8 +31,11 @@ from distillrec.models.base import Recommender
 from distillrec.utils import DistillrecError, atomic_torch_save, atomic_write_json, atomic_write_text, seed_everything
 
 STATE_FORMAT = "distillrec-stream-state/1"
-_BASE_KEYS = ("teachers", "student", "teacher_train", "kd", "kd_train", "kd_item_pass", "ensemble_beta", "graph",
-              "device")
+_BASE_KEYS = ("teachers", "student", "teacher_train", "kd", "kd_train", "kd_item_pass", "kd_user_pass",
+              "ensemble_beta", "graph", "device")
+# keys added after caches were written: they enter the base block's hash only when set away from these
+# defaults, so existing D0 caches stay valid
+_LATE_KEY_DEFAULTS = {"kd_user_pass": "batch"}
 
 
 def _hash(obj: Any) -> str:
@@ -150,7 +153,7 @@ def _base(ctx: Context, base_dir: str | Path | None) -> tuple[StreamState, dict,
     """Block 0, from the shared cache when another method's run already computed it."""
     plain = ctx.cfg.to_plain()
     key = _hash({"stream": ctx.stream.fingerprint(), "seed": ctx.seed, "eval": plain["eval"],
-                 **{k: plain[k] for k in _BASE_KEYS}})
+                 **{k: plain[k] for k in _BASE_KEYS if _LATE_KEY_DEFAULTS.get(k, object()) != plain[k]}})
     cache = Path(base_dir) / key if base_dir is not None else None
     if cache is not None and (cache / "block0.json").exists():
         state = load_state(ctx, cache / "block0.pt")
