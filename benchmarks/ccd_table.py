@@ -9,7 +9,11 @@ Reads the directories that ``distillrec stream --method M --seed 0 --seed 1 --se
 3. cost: mean seconds per incremental block (D1…Dn; D0 is shared) and CCD's time ÷ each baseline's, and the
    student's parameters ÷ the teacher system's.
 
-    .venv/bin/python benchmarks/ccd_table.py runs/ccd/ml100k-v2 [--metric recall@20] [--json]
+    .venv/bin/python benchmarks/ccd_table.py runs/ccd/ml100k-v2 [--metric recall@20] [--json] \
+        [--latency ml-100k --config configs/ccd/ml100k.yaml]
+
+``--latency`` also times full-ranking scoring of every user at the last block's size, the student against the
+teacher system (every member scored, then the rank ensemble), alternated in one process, best of 5.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from distillrec.continual.metrics import matrix_from_rows, stream_summary
 
@@ -98,11 +103,45 @@ def cost_table(data: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def scoring_latency(dataset: str, config: Path, repeats: int = 5, batch: int = 256) -> dict[str, float]:
+    """ms per user of full-ranking scores: the student vs the teacher system (untrained weights: the cost does
+    not depend on them), at the last block's numbers of users and items."""
+    import time
+
+    from distillrec.continual import resolve_stream_config
+    from distillrec.continual.driver import as_stream
+    from distillrec.continual.ensemble import RankEnsemble
+    from distillrec.continual.stages import build_model
+
+    cfg = resolve_stream_config(config_file=config, overrides=["device=cpu"])
+    stream = as_stream(dataset, cfg)
+    last = stream.n_blocks - 1
+    nu, ni = stream.sizes(last)
+    graph, dev = stream.history(last), torch.device("cpu")
+    teachers = [build_model(spec, nu, ni, graph, i, dev) for i, spec in enumerate(cfg.teachers)]
+    models = {"student": build_model(cfg.student, nu, ni, graph, 0, dev),
+              "teacher system": RankEnsemble(teachers, cfg.ensemble_beta)}
+    best = {name: float("inf") for name in models}
+    users = torch.arange(nu)
+    with torch.no_grad():
+        for m in models.values():
+            m.eval()
+        for _ in range(repeats):
+            for name, m in models.items():
+                t = time.perf_counter()
+                for chunk in users.split(batch):
+                    m.full_scores(chunk)
+                best[name] = min(best[name], time.perf_counter() - t)
+    return {name: 1000 * s / nu for name, s in best.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("root", type=Path, help="directory with one sub-directory per method")
     ap.add_argument("--metric", default="recall@20")
     ap.add_argument("--json", action="store_true", help="print the per-block verdicts as JSON too")
+    ap.add_argument("--latency", metavar="DATASET", help="time scoring: student vs teacher system")
+    ap.add_argument("--config", type=Path, help="the stream config of the runs (for --latency)")
     args = ap.parse_args()
     data = load(args.root)
     if not data:
@@ -119,6 +158,11 @@ def main() -> None:
         ps, pt = (v[-1] if isinstance(v, list) else v for v in (ps, pt))
         if ps and pt:
             print(f"\nstudent parameters ÷ teacher system's (last block): {ps:,} ÷ {pt:,} = {ps / pt:.3f}")
+    if args.latency:
+        lat = scoring_latency(args.latency, args.config)
+        print(f"\nscoring latency per user (ms, full ranking, 1 process, best of 5): student "
+              f"{lat['student']:.4f}, teacher system {lat['teacher system']:.4f} → student ÷ teacher system "
+              f"{lat['student'] / lat['teacher system']:.3f}")
     if args.json:
         print(json.dumps(verdicts, indent=1))
 
