@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from distillrec.utils import DATA_DIR_ENV
 from distillrec.utils import data_dir as resolve_data_dir
@@ -21,3 +22,14 @@ def data_dir() -> Path:
             pytrace=False,
         )
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """One torch intra-op thread for the test: the tensors in these tests are tiny, and a second thread only
+    adds hand-off stalls on a busy 2-core CI machine. Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

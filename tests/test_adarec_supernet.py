@@ -24,13 +24,7 @@ from distillrec.models.supernet import (
 N_ITEMS = 30
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread hand-off stalls on a busy 2-core CI machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _future_changes(fn, length: int = 9, channels: int = 4) -> list[bool]:

@@ -22,12 +22,7 @@ from distillrec.utils import DistillrecError
 N_USERS, N_ITEMS, IDLE = 12, 10, 9  # users IDLE.. have no training interaction in the block
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def block_dataset() -> Dataset:

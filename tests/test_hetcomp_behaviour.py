@@ -3,7 +3,6 @@ ensemble's top-10 than the same student trained alone (same loop, same epochs)."
 
 import json
 
-import pytest
 import torch
 
 from distillrec.config import resolve_config
@@ -16,15 +15,6 @@ TRAIN = {"epochs": 8, "learning_rate": 0.02, "batch_size": 512, "eval_every": 1,
          "valid_metric": "recall@20", "device": "cpu"}
 STUDENT = ["train.epochs=18", "train.learning_rate=0.02", "train.batch_size=512", "train.eval_every=4",
            "train.patience=20", "train.valid_metric=recall@20", "train.topk=[10, 20]", "train.device=cpu"]
-
-
-@pytest.fixture
-def one_thread():
-    """Tensors here are tiny (240 × 150): a second intra-op thread only adds contention on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def agreement(a: torch.Tensor, b: torch.Tensor) -> float:

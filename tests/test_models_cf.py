@@ -16,14 +16,7 @@ from distillrec.models.pop import Pop
 from distillrec.models.vae import ItemAE, MultVAE, normalized_rows
 from distillrec.utils import DistillrecError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: extra intra-op threads only add synchronisation (badly so on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 CF_MODELS = ["bpr", "cml", "lightgcn", "neumf", "vae", "iae", "pop"]
