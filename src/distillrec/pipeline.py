@@ -40,6 +40,14 @@ DEFAULT_METHODS = ("student", "rd", "cd", "de", "rrd", "de-rrd", "dcd")
 HETERO_METHODS = ("student", "rrd@best", "rrd", "dcd", "hetcomp")
 BEST_SUFFIX = "@best"
 
+
+def split_best(method: str) -> tuple[str, str | None]:
+    """A method name of the comparison as (distillation method, teacher-set member): ``"rrd@best"`` →
+    ``("rrd", "best")``, ``"rrd"`` → ``("rrd", None)`` (the whole ensemble)."""
+    if method.endswith(BEST_SUFFIX):
+        return method.removesuffix(BEST_SUFFIX), "best"
+    return method, None
+
 # The built-in demonstration: settings under which a BPR teacher (dim 64) clearly beats a dim-8 student on
 # the synthetic data set and the whole job fits in a few minutes on two CPU cores.
 DEMO_TRAIN = ["train.epochs=30", "train.learning_rate=0.01", "train.batch_size=1024", "train.patience=5",
@@ -167,15 +175,15 @@ class Job:
             if method == "adarec" and self.cfg.teachers is not None:
                 raise DistillrecError("method 'adarec' needs one sequential teacher (--teacher nextitnet:64), "
                                       "not a teacher set")
-            if method.endswith(BEST_SUFFIX):
+            kd, member = split_best(method)
+            if member is not None:
                 if self.cfg.teachers is None:
                     raise DistillrecError(f"method {method!r} distils the best teacher of a teacher set: pass "
                                           "--teachers mf,cml,… (or a teacher-set directory)")
-                method = method.removesuffix(BEST_SUFFIX)
-                if method in ("student", "adarec", "hetcomp"):
-                    raise DistillrecError(f"'{method}{BEST_SUFFIX}': only a distillation method (rd, cd, rrd, "
-                                          "ir-rrd, dcd, …) can take the best single teacher")
-                cls = get_method(method)
+                if kd in ("student", "adarec", "hetcomp"):
+                    raise DistillrecError(f"{method!r}: only a distillation method (rd, cd, rrd, ir-rrd, dcd, …) "
+                                          "can take the best single teacher")
+                get_method(kd)
             elif method not in ("student", "adarec"):
                 cls = get_method(method)
                 if self.cfg.teachers is not None and method != "hetcomp" and cls.knowledge_spec(cls.Config()).reprs:

@@ -105,9 +105,9 @@ def student_config(job: Job, ts: TeacherSet, method: str, dim: int, seed: int, f
                    file_distill: dict[str, Any] | None) -> RunConfig:
     """Defaults (``student_base_config``) < the config file (its ``distill`` section only for its own
     method) < ``--set`` (global, then ``METHOD.``-prefixed) < the seed."""
-    from distillrec.pipeline import BEST_SUFFIX
+    from distillrec.pipeline import split_best
 
-    kd = method.removesuffix(BEST_SUFFIX)
+    kd = split_best(method)[0]
     base = student_base_config(ts.path, {"dataset": section_of(ts)}, "hetcomp" if method == "student" else kd,
                                "bpr", dim)
     if method == "student":
@@ -132,9 +132,9 @@ def _student(job: Job, ts: TeacherSet, method: str, config: RunConfig, dim: int,
     if method == "student":
         return job._train(sub, label, lambda path, resume: train(
             ts.dataset, config=config, out=path, resume=resume, progress=progress, echo=job._quiet))
-    from distillrec.pipeline import BEST_SUFFIX
+    from distillrec.pipeline import split_best
 
-    kd, member = method.removesuffix(BEST_SUFFIX), ("best" if method.endswith(BEST_SUFFIX) else None)
+    kd, member = split_best(method)
     return job._train(sub, label, lambda path, resume: distill_from_teacher_set(
         ts.path, out=path, dataset=ts.dataset, method=kd, config=config, resume=resume, progress=progress,
         echo=job.echo if member else job._quiet, member=member))
