@@ -13,7 +13,7 @@ Reads the directories that ``distillrec stream --method M --seed 0 --seed 1 --se
         [--latency ml-100k --config configs/ccd/ml100k.yaml]
 
 ``--latency`` also times full-ranking scoring of every user at the last block's size, the student against the
-teacher system (every member scored, then the rank ensemble), alternated in one process, best of 5.
+teacher system (every member scored, then the rank ensemble), in one process, best of 5.
 """
 
 from __future__ import annotations
@@ -79,17 +79,20 @@ def h_table(data: dict[str, list[dict[str, Any]]], model: str, metric: str) -> t
     return "\n".join(lines), verdict
 
 
+def parameters(entry: dict[str, Any]) -> int | None:
+    """A model's parameters at the last block (a per-block list in a seed's results, one number otherwise)."""
+    p = entry.get("parameters")
+    return p[-1] if isinstance(p, list) else p
+
+
 def final_table(data: dict[str, list[dict[str, Any]]], metric: str) -> str:
     lines = ["| method | model | LA | RA | H-mean | parameters |", "|---|---|---|---|---|---|"]
     for m, runs in data.items():
         for model in ("teacher", "student"):
             s = [r["models"][model]["summary"][metric] for r in runs]
-            params = runs[0]["models"][model].get("parameters")
-            params = params[-1] if isinstance(params, list) else params
+            params = parameters(runs[0]["models"][model])
             lines.append(f"| {m} | {model} | {fmt([x['LA'] for x in s])} | {fmt([x['RA'] for x in s])} | "
-                         f"{fmt([x['H'] for x in s])} | {params:,} |" if params else
-                         f"| {m} | {model} | {fmt([x['LA'] for x in s])} | {fmt([x['RA'] for x in s])} | "
-                         f"{fmt([x['H'] for x in s])} | — |")
+                         f"{fmt([x['H'] for x in s])} | {f'{params:,}' if params else '—'} |")
     return "\n".join(lines)
 
 
@@ -109,35 +112,25 @@ def cost_table(data: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def scoring_latency(dataset: str, config: Path, repeats: int = 5, batch: int = 256) -> dict[str, float]:
-    """ms per user of full-ranking scores: the student vs the teacher system (untrained weights: the cost does
-    not depend on them), at the last block's numbers of users and items."""
-    import time
-
+    """ms per user to score every item and take the top-20 (``report.latency``, the library's serving
+    measure): the student vs the teacher system (untrained weights: the cost does not depend on them), at the
+    last block's numbers of users and items."""
     from distillrec.continual import resolve_stream_config
     from distillrec.continual.driver import as_stream
     from distillrec.continual.ensemble import RankEnsemble
     from distillrec.continual.stages import build_model
+    from distillrec.report.latency import scoring_latency as latency
 
     cfg = resolve_stream_config(config_file=config, overrides=["device=cpu"])
     stream = as_stream(dataset, cfg)
     last = stream.n_blocks - 1
     nu, ni = stream.sizes(last)
     graph, dev = stream.history(last), torch.device("cpu")
+    view = stream.view(last, train="history")
     teachers = [build_model(spec, nu, ni, graph, i, dev) for i, spec in enumerate(cfg.teachers)]
     models = {"student": build_model(cfg.student, nu, ni, graph, 0, dev),
               "teacher system": RankEnsemble(teachers, cfg.ensemble_beta)}
-    best = {name: float("inf") for name in models}
-    users = torch.arange(nu)
-    with torch.no_grad():
-        for m in models.values():
-            m.eval()
-        for _ in range(repeats):
-            for name, m in models.items():
-                t = time.perf_counter()
-                for chunk in users.split(batch):
-                    m.full_scores(chunk)
-                best[name] = min(best[name], time.perf_counter() - t)
-    return {name: 1000 * s / nu for name, s in best.items()}
+    return {name: latency(m, view, n_users=nu, batch_size=batch, repeats=repeats) for name, m in models.items()}
 
 
 def main() -> None:
@@ -159,13 +152,12 @@ def main() -> None:
     print(f"\ncost per incremental block (wall clock)\n\n{cost_table(data)}")
     if "ccd" in data:
         p = data["ccd"][0]["models"]
-        ps, pt = p["student"].get("parameters"), p["teacher"].get("parameters")
-        ps, pt = (v[-1] if isinstance(v, list) else v for v in (ps, pt))
+        ps, pt = parameters(p["student"]), parameters(p["teacher"])
         if ps and pt:
             print(f"\nstudent parameters ÷ teacher system's (last block): {ps:,} ÷ {pt:,} = {ps / pt:.3f}")
     if args.latency:
         lat = scoring_latency(args.latency, args.config)
-        print(f"\nscoring latency per user (ms, full ranking, 1 process, best of 5): student "
+        print(f"\nscoring latency per user (ms, all items + top-20, 1 process, best of 5): student "
               f"{lat['student']:.4f}, teacher system {lat['teacher system']:.4f} → student ÷ teacher system "
               f"{lat['student'] / lat['teacher system']:.3f}")
     if args.json:
