@@ -55,3 +55,32 @@ def test_entity_subset_is_an_unbiased_estimate_of_the_full_term():
         assert _de_loss(wide, student, users, pos, neg, 7) == pytest.approx(exact, rel=1e-6)
     with pytest.raises(ValueError, match="max_entities"):
         DistillationExperts((3, 4), (3, 4), n_experts=1, max_entities=0)
+
+
+@pytest.mark.parametrize("tau", [1e-2, 1e-3, 1e-8])
+def test_sparse_routing_matches_the_dense_product_once_the_selection_is_hard(tau):
+    """Skipping the pairs with weight ≤ 1e-20·τ changes neither the loss nor any gradient beyond fp32 rounding,
+    and computes only a few pairs per entity."""
+    torch.manual_seed(0)
+    mix = ExpertMixture(20, 200, 30)
+    student, teacher = torch.randn(400, 20), torch.randn(400, 200)
+    results = []
+    for sparse in (False, True):
+        mix.zero_grad()
+        mix.sparse_routing = sparse
+        x = student.clone().requires_grad_()
+        loss = mix.loss(x, teacher, tau, generator=torch.Generator().manual_seed(5))
+        loss.backward()
+        grads = torch.cat([p.grad.reshape(-1) for p in mix.parameters()] + [x.grad.reshape(-1)])
+        results.append((loss.item(), grads, mix.last_density))
+    (dense_loss, dense_grads, dense_density), (sparse_loss, sparse_grads, sparse_density) = results
+    assert dense_density == 1.0 and sparse_density < 0.1  # ~1-2 of 30 experts per entity
+    assert sparse_loss == pytest.approx(dense_loss, rel=1e-6)
+    torch.testing.assert_close(sparse_grads, dense_grads, rtol=1e-5, atol=1e-6 * dense_grads.abs().max().item())
+
+
+def test_soft_selection_stays_dense():
+    torch.manual_seed(0)
+    mix = ExpertMixture(4, 8, 6)
+    mix(torch.randn(50, 4), torch.randn(50, 8), tau=1.0, generator=torch.Generator().manual_seed(0))
+    assert mix.last_density == 1.0

@@ -76,4 +76,4 @@ class DERRD(Distiller):
         return {"de": self.config.lambda_de * de, "rrd": self.config.lambda_rrd * rrd}
 
     def stats(self) -> dict[str, Any]:
-        return {"tau": self.tau}
+        return {"tau": self.tau, "expert_density": round(self.experts.density, 4)}

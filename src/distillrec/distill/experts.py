@@ -36,6 +36,7 @@ def expert_hidden_dim(student_dim: int, teacher_dim: int) -> int:
 
 
 EXPERT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+_NEGLIGIBLE = 1e-20  # selection weights ≤ this × min(τ, 1) are skipped (see the module notes)
 
 
 class ExpertMixture(nn.Module):
@@ -61,6 +62,8 @@ class ExpertMixture(nn.Module):
         self.w2 = nn.Parameter(torch.empty(n_experts * h, teacher_dim))
         self.b2 = nn.Parameter(torch.empty(n_experts, teacher_dim))
         self.gate = nn.Linear(teacher_dim, n_experts)
+        self.sparse_routing = True  # skip negligible (entity, expert) pairs; False: always the dense product
+        self.last_density = 1.0  # fraction of (entity, expert) pairs computed in the latest call
         # nn.Linear's default init, per expert: U(±1/sqrt(fan_in)) for weights and biases.
         for p, fan_in in ((self.w1, student_dim), (self.b1, student_dim), (self.w2, h), (self.b2, h)):
             bound = 1.0 / math.sqrt(fan_in)
@@ -77,10 +80,38 @@ class ExpertMixture(nn.Module):
         s = self.selection(teacher_repr, tau, generator)
         low = self.compute_dtype != "float32"
         with torch.autocast(student_repr.device.type, dtype=EXPERT_DTYPES[self.compute_dtype], enabled=low):
-            hidden = torch.addmm(self.b1, student_repr, self.w1).relu_()  # [B, M·h]
-            weighted = (hidden.view(-1, self.n_experts, self.hidden_dim) * s.unsqueeze(-1).to(hidden.dtype))
-            out = torch.addmm(s @ self.b2, weighted.view(hidden.shape), self.w2)
+            out = self._sparse(student_repr, s, tau) if self.sparse_routing else None
+            if out is None:
+                self.last_density = 1.0
+                hidden = torch.addmm(self.b1, student_repr, self.w1).relu_()  # [B, M·h]
+                weighted = (hidden.view(-1, self.n_experts, self.hidden_dim) * s.unsqueeze(-1).to(hidden.dtype))
+                out = torch.addmm(s @ self.b2, weighted.view(hidden.shape), self.w2)
         return out.float()
+
+    def _sparse(self, x: Tensor, s: Tensor, tau: float) -> Tensor | None:
+        """The kept pairs only, as [A, max pairs per expert] padded bmm over the A experts in use; None when
+        that would not halve the dense work."""
+        keep = s > _NEGLIGIBLE * min(tau, 1.0)
+        rows, experts = keep.nonzero(as_tuple=True)
+        counts = torch.bincount(experts, minlength=self.n_experts)
+        active = counts.nonzero().squeeze(1)
+        padded = len(active) * int(counts.max()) if len(rows) else 0
+        if 2 * padded > s.numel():
+            return None
+        self.last_density = len(rows) / max(1, s.numel())
+        order = torch.argsort(experts, stable=True)
+        rows, experts = rows[order], experts[order]
+        slot = torch.arange(len(rows), device=x.device) - (torch.cumsum(counts, 0) - counts)[experts]
+        group = torch.empty_like(counts).index_put_((active,), torch.arange(len(active), device=x.device))[experts]
+        d_s, h, d_t = self.student_dim, self.hidden_dim, self.teacher_dim
+        xs = x.new_zeros(len(active), padded // max(1, len(active)), d_s).index_put((group, slot), x[rows])
+        w1 = self.w1.view(d_s, self.n_experts, h).index_select(1, active).transpose(0, 1)  # [A, d_s, h]
+        b1 = self.b1.view(self.n_experts, h).index_select(0, active).unsqueeze(1)
+        z = torch.baddbmm(b1, xs, w1).relu_()
+        o = torch.bmm(z, self.w2.view(self.n_experts, h, d_t).index_select(0, active))  # [A, slots, d_t]
+        contrib = o[group, slot] * s[rows, experts].unsqueeze(1).to(o.dtype)
+        base = s @ self.b2
+        return base.to(contrib.dtype).index_add(0, rows, contrib)
 
     def loss(self, student_repr: Tensor, teacher_repr: Tensor, tau: float,
              generator: torch.Generator | None = None, reduction: str = "mean") -> Tensor:
@@ -102,6 +133,11 @@ class DistillationExperts(nn.Module):
         self.max_entities = max_entities
         self.users = ExpertMixture(*user_dims, n_experts, compute_dtype)
         self.items = ExpertMixture(*item_dims, n_experts, compute_dtype)
+
+    @property
+    def density(self) -> float:
+        """Fraction of (entity, expert) pairs computed in the latest batch, users and items averaged."""
+        return 0.5 * (self.users.last_density + self.items.last_density)
 
     def _subset(self, entities: Tensor, generator: torch.Generator | None) -> Tensor:
         """At most ``max_entities`` of ``entities``, uniformly without replacement."""
