@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import yaml
 from matplotlib.figure import Figure
 
 from distillrec import nas
@@ -194,6 +195,10 @@ def test_search_derive_retrain_end_to_end(data, tmp_path):
     assert again["genotype"] == genotype and sum("reused" in m for m in messages) == 5
     with pytest.raises(DistillrecError, match="another config"):
         nas.search(data, tmp_path / "teacher", out, [*over, "search.epochs=3"])
+    # the stage configs record the AdaRec settings: another cost weight is refused, not silently reused
+    with pytest.raises(DistillrecError, match=r"search.*another config"):
+        nas.search(data, tmp_path / "teacher", out, [*over, "method.beta=0.25"])
+    assert yaml.safe_load((out / "retrain" / "config.yaml").read_text())["distill"]["warm_start"] is True
 
 
 @pytest.mark.parametrize("name", ["beauty", "lastfm", "faithful"])

@@ -143,9 +143,13 @@ def _circle(x: float):
 # -- stages -----------------------------------------------------------------------------------------------------
 def _stage(net: Recommender, data: Dataset, train_cfg: TrainConfig, dataset_section: dict[str, Any], out_dir: Path,
            distiller: AdaRecDistiller | None, echo: Callable[[str], None], progress: bool | None,
-           prepare: Callable[[], None] | None = None) -> tuple[Run, dict[str, Any]]:
-    """Train one model in its run directory (reused when finished, resumed when interrupted)."""
-    run_cfg = RunConfig(dataset=dataset_section, model={"name": net.name, **net.hparams()}, train=train_cfg)
+           prepare: Callable[[], None] | None = None, distill: dict[str, Any] | None = None,
+           ) -> tuple[Run, dict[str, Any]]:
+    """Train one model in its run directory (reused when finished, resumed when interrupted). ``distill``
+    records how the stage was trained (AdaRec settings, warm start) in its config, so that a directory run
+    with other settings is refused rather than silently reused."""
+    run_cfg = RunConfig(dataset=dataset_section, model={"name": net.name, **net.hparams()}, train=train_cfg,
+                        distill=distill)
     done = out_dir / "results.json"
     text = yaml.safe_dump(run_cfg.to_plain(), sort_keys=False)
     cfg_path = out_dir / "config.yaml"
@@ -179,7 +183,8 @@ def search_stage(teacher: Run, cfg: NASConfig, out_dir: Path, method: AdaRecConf
     seed_everything(cfg.search.seed)
     net = SuperNet.from_dataset(teacher.dataset, **_student_hparams(cfg, teacher))
     distiller = AdaRecDistiller(net, teacher.model, method)
-    _stage(net, teacher.dataset, cfg.search, teacher.config.dataset, out_dir, distiller, echo, progress)
+    _stage(net, teacher.dataset, cfg.search, teacher.config.dataset, out_dir, distiller, echo, progress,
+           distill={"method": "adarec", "stage": "search", **method.model_dump(mode="json")})
     return net
 
 
@@ -190,8 +195,11 @@ def retrain_stage(teacher: Run, cfg: NASConfig, out_dir: Path, student: Recommen
         def prepare() -> None:
             echo(f"warm start: {student.warm_start(supernet)} tensors copied from the super-net")
     distiller = AdaRecDistiller(student, teacher.model, method) if cfg.kd else None
+    distill = {"method": "adarec", "stage": "retrain", "kd": cfg.kd, "warm_start": prepare is not None}
+    if cfg.kd:
+        distill |= method.model_dump(mode="json")
     return _stage(student, teacher.dataset, cfg.retrain, teacher.config.dataset, out_dir, distiller, echo, progress,
-                  prepare)
+                  prepare, distill)
 
 
 def derived_student(teacher: Run, cfg: NASConfig, genotype: list[str]) -> AdaRecStudent:
