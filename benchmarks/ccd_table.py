@@ -56,12 +56,12 @@ def fmt(values: list[float], d: int = 4) -> str:
 
 def h_table(data: dict[str, list[dict[str, Any]]], model: str, metric: str) -> tuple[str, dict[str, Any]]:
     n = next(iter(data.values()))[0]["n_blocks"]
-    means = {m: np.mean([per_block_h(r, model, metric) for r in runs], axis=0) for m, runs in data.items()}
+    hs = {m: np.array([per_block_h(r, model, metric) for r in runs]) for m, runs in data.items()}  # [seeds, blocks]
+    means = {m: h.mean(axis=0) for m, h in hs.items()}
     head = ["method", *(f"D{k}" for k in range(1, n))]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for m, runs in data.items():
-        hs = np.array([per_block_h(r, model, metric) for r in runs])
-        lines.append(f"| {m} (seeds {len(runs)}) | " + " | ".join(fmt(hs[:, k]) for k in range(1, n)) + " |")
+    for m, h in hs.items():
+        lines.append(f"| {m} (seeds {len(h)}) | " + " | ".join(fmt(h[:, k]) for k in range(1, n)) + " |")
     verdict: dict[str, Any] = {}
     if "ccd" in means:
         base = [m for m in CONTINUAL if m in means]

@@ -95,16 +95,16 @@ class ExpertMixture(nn.Module):
         rows, experts = keep.nonzero(as_tuple=True)
         counts = torch.bincount(experts, minlength=self.n_experts)
         active = counts.nonzero().squeeze(1)
-        padded = len(active) * int(counts.max()) if len(rows) else 0
-        if 2 * padded > s.numel():
+        width = int(counts.max())  # slots per expert: the busiest expert's pair count
+        if 2 * len(active) * width > s.numel():
             return None
         self.last_density = len(rows) / max(1, s.numel())
         order = torch.argsort(experts, stable=True)
         rows, experts = rows[order], experts[order]
         slot = torch.arange(len(rows), device=x.device) - (torch.cumsum(counts, 0) - counts)[experts]
-        group = torch.empty_like(counts).index_put_((active,), torch.arange(len(active), device=x.device))[experts]
+        group = (torch.cumsum(counts > 0, 0) - 1)[experts]  # each pair's position among the active experts
         d_s, h, d_t = self.student_dim, self.hidden_dim, self.teacher_dim
-        xs = x.new_zeros(len(active), padded // max(1, len(active)), d_s).index_put((group, slot), x[rows])
+        xs = x.new_zeros(len(active), width, d_s).index_put((group, slot), x[rows])
         w1 = self.w1.view(d_s, self.n_experts, h).index_select(1, active).transpose(0, 1)  # [A, d_s, h]
         b1 = self.b1.view(self.n_experts, h).index_select(0, active).unsqueeze(1)
         z = torch.baddbmm(b1, xs, w1).relu_()
