@@ -53,6 +53,7 @@ def test_ccd_stream_end_to_end(ccd_run, tiny_stream: Stream) -> None:
                  "state/block2.pt", "blocks/D1/student/log.jsonl", "blocks/D2/teacher1-vae/log.jsonl"):
         assert (out / name).exists(), name
     assert not (out / "state" / "block1.pt").exists()  # only the latest block's models are kept
+    assert not list(out.glob("blocks/*/*/done.pt"))  # finished-stage weights go once the block state is saved
     saved = json.loads((out / "results.json").read_text())
     assert saved["method"] == "ccd" and saved["blocks_done"] == 3
     for role in ("teacher", "student"):

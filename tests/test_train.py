@@ -146,3 +146,22 @@ def test_callbacks_see_every_epoch_and_the_end():
     cfg = _cfg("train.epochs=3", "train.eval_every=2")
     Trainer(build_model(cfg, ds), ds, cfg.train, callbacks=[Recorder()], progress=False).fit()
     assert seen == [(1, False), (2, True), (3, True), ("end", 3)]
+
+
+def test_a_collapsed_bpr_loss_is_reported_with_the_rescaling_rule(tmp_path):
+    """Adam's coupled L2 pulling every embedding to 0 leaves BPR at exactly ln 2: the loop says why."""
+    ds = planted_dataset()
+    msgs: list[str] = []
+    cfg = _cfg("train.epochs=6", "train.weight_decay=10.0", "model.init_std=0.1")
+    torch.manual_seed(0)
+    trainer = Trainer(build_model(cfg, ds), ds, cfg.train, progress=False, echo=msgs.append)
+    with pytest.warns(RuntimeWarning, match="collapsed to 0"):
+        trainer.fit()
+    warned = [m for m in msgs if m.startswith("warning")]
+    assert len(warned) == 1 and "λ / 256" in warned[0]  # batch 256 × 1 negative
+
+    healthy = _cfg("train.epochs=3")
+    torch.manual_seed(0)
+    msgs.clear()
+    Trainer(build_model(healthy, ds), ds, healthy.train, progress=False, echo=msgs.append).fit()
+    assert not [m for m in msgs if m.startswith("warning")]

@@ -138,6 +138,8 @@ def run_stream(dataset: str | Stream | Dataset, method: str, out_dir: str | Path
         blocks.append(record)
         atomic_write_json(state_json, {"ident": ident, "blocks": blocks})
         (out / "state" / f"block{k - 1}.pt").unlink(missing_ok=True)
+        for done in (out / "blocks" / f"D{k}").glob("*/done.pt"):  # finished stages live on in the state
+            done.unlink()
         echo(_progress_line(ctx, method, record))
     results = assemble_results(stream, method, seed, cfg, blocks)
     if len(blocks) == stream.n_blocks:

@@ -5,6 +5,7 @@ and the per-block evaluation r(k, 0..k)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import shutil
 import time
@@ -25,9 +26,9 @@ from distillrec.continual.stream import Stream
 from distillrec.data.dataset import Dataset
 from distillrec.evaluate import evaluate_full
 from distillrec.models import Recommender, get_model_class
-from distillrec.train.checkpoint import load_checkpoint
+from distillrec.train.checkpoint import load_checkpoint, save_checkpoint
 from distillrec.train.trainer import Trainer
-from distillrec.utils import resolve_device
+from distillrec.utils import DistillrecError, resolve_device
 
 
 @dataclass
@@ -88,19 +89,62 @@ def n_batches(model: Recommender, view: Dataset, cfg: TrainConfig) -> int:
 def fit(ctx: Context, model: Recommender, view: Dataset, cfg: TrainConfig, stage_dir: Path,
         objective: Any = None) -> dict[str, Any]:
     """Train ``model`` on ``view`` through the trainer (log in ``stage_dir/log.jsonl``); keep its best weights
-    on ``view``'s valid split. A stage cut short is simply run again: the stream resumes between blocks."""
-    if stage_dir.exists():
+    on ``view``'s valid split.
+
+    A plain stage (no objective: base teachers, retraining) outlives an interruption: a finished one leaves
+    ``done.pt`` and is reused, one cut short resumes from its ``last.pt`` (the trainer seeds every epoch by
+    (seed, epoch), so the result is the uninterrupted one). Both are keyed by the stream, its config, the
+    model and the train settings; the driver drops ``done.pt`` once the block's state is saved. A stage with
+    an objective of its own (samplers, replay buffers, item-side passes) is run again whole."""
+    key = _stage_key(ctx, model, view, cfg) if objective is None else None
+    done = stage_dir / "done.pt"
+    if key is not None and _written_for(done, key):
+        ckpt = load_checkpoint(done, map_location=ctx.device)
+        model.load_state_dict(ckpt["model"])
+        model.eval()
+        ctx.echo(f"{stage_dir}: reusing the finished stage")
+        return ckpt["info"]
+    resume = key is not None and _written_for(stage_dir / "checkpoints" / "last.pt", key)
+    if stage_dir.exists() and not resume:
         shutil.rmtree(stage_dir)
-    trainer = Trainer(model, view, cfg, out_dir=stage_dir, distiller=objective, progress=ctx.progress)
+    trainer = Trainer(model, view, cfg, out_dir=stage_dir, distiller=objective, progress=ctx.progress,
+                      run_config={"stage": key} if key is not None else None, echo=_prefixed(ctx, stage_dir))
     if hasattr(objective, "attach_optimizer"):  # an objective with passes of its own (CCD's item-side RRD)
         objective.attach_optimizer(trainer.optimizer)
-    result = trainer.fit()
+    result = trainer.fit(resume=resume)
     best = stage_dir / "checkpoints" / "best.pt"
     model.load_state_dict(load_checkpoint(best, map_location=trainer.device)["model"])
+    info = {"epochs": result.epochs_run, "best_epoch": result.best_epoch, "best_valid": result.best_score,
+            "seconds": round(result.train_seconds, 3)}
+    if key is not None:
+        save_checkpoint(done, {"config": {"stage": key}, "info": info, "model": model.state_dict()})
     shutil.rmtree(stage_dir / "checkpoints")  # the block state keeps the weights that matter
     model.eval()
-    return {"epochs": result.epochs_run, "best_epoch": result.best_epoch, "best_valid": result.best_score,
-            "seconds": round(result.train_seconds, 3)}
+    return info
+
+
+def _stage_key(ctx: Context, model: Recommender, view: Dataset, cfg: TrainConfig) -> str:
+    plain = {"stream": ctx.stream.fingerprint(), "config": ctx.cfg.to_plain(), "model": model.name,
+             "hparams": model.hparams(), "sizes": [view.n_users, view.n_items], "view": view.fingerprint(),
+             "train": cfg.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _written_for(path: Path, key: str) -> bool:
+    if not path.exists():
+        return False
+    try:
+        return load_checkpoint(path).get("config") == {"stage": key}
+    except DistillrecError:  # a torn or foreign file: the stage is simply run again
+        return False
+
+
+def _prefixed(ctx: Context, stage_dir: Path) -> Callable[[str], None]:
+    """Resume and early-stop notices of a stage, named; per-epoch lines stay in its log.jsonl."""
+    def echo(msg: str) -> None:
+        if msg.startswith(("resuming", "warning")):
+            ctx.echo(f"{stage_dir.name}: {msg}")
+    return echo
 
 
 def train_teachers(ctx: Context, view: Dataset, k: int, tag: str = "teacher") -> tuple[list[Recommender], dict]:
