@@ -311,3 +311,32 @@ def test_config_rejects_unknown_keys_and_registry_lists_models():
     assert set(CF_MODELS) <= set(list_models())
     for name in CF_MODELS:
         assert get_model_class(name).name == name
+
+
+def test_lightgcn_propagation_and_its_gradient_match_the_dense_adjacency():
+    """The CSR propagation with its symmetric backward (Â G, no transpose) against the dense Â."""
+    import copy
+
+    import scipy.sparse as sp
+
+    from distillrec.models.lightgcn import LightGCN, normalized_adjacency
+
+    rng = np.random.default_rng(0)
+    train = sp.csr_matrix((np.ones(60), (rng.integers(0, 9, 60), rng.integers(0, 7, 60))), shape=(9, 7))
+    model = LightGCN(9, 7, LightGCN.Config(embedding_dim=5, n_layers=2))
+    model.set_graph(train)
+    dense = normalized_adjacency(train, 9, 7).to_dense()
+    assert torch.allclose(dense, dense.T)  # what the backward relies on
+    model.train()
+    users, items = model.propagate()
+    weights = torch.randn(16, 5)
+    (torch.cat([users, items]) * weights).sum().backward()
+    ego = torch.cat([model.user_emb.weight, model.item_emb.weight]).detach().requires_grad_()
+    layers = [ego, dense @ ego, dense @ (dense @ ego)]
+    expected = sum(layers) / 3
+    assert torch.allclose(torch.cat([users, items]), expected, atol=1e-6)
+    (expected * weights).sum().backward()
+    got = torch.cat([model.user_emb.weight.grad, model.item_emb.weight.grad])
+    assert torch.allclose(got, ego.grad, atol=1e-6)
+    twin = copy.deepcopy(model)  # CCD and HetComp copy models; the CSR buffer must survive it
+    assert torch.allclose(torch.cat(twin.eval().propagate()), torch.cat(model.eval().propagate()))
