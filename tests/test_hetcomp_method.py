@@ -204,3 +204,21 @@ def test_config_and_construction_errors():
         HetComp(student, ens, ds, small_config(tau1=50.0))
     with pytest.raises(DistillrecError, match="teacher set"):
         get_method("hetcomp").from_teacher(student, student, ds)
+
+
+def test_masked_logsumexp_matches_autograd_on_values_and_gradients():
+    from distillrec.distill.hetcomp import masked_logsumexp
+
+    gen = torch.Generator().manual_seed(0)
+    scores = (torch.randn(5, 9, generator=gen) * 4).requires_grad_()
+    excluded = torch.rand(5, 9, generator=gen) < 0.4
+    excluded[2] = True  # every item excluded: −inf and no gradient
+    weights = torch.randn(5, generator=gen)
+    out = masked_logsumexp(scores, excluded)
+    (out[[0, 1, 3, 4]] * weights[[0, 1, 3, 4]]).sum().backward()
+    ref_scores = scores.detach().clone().requires_grad_()
+    ref = torch.logsumexp(ref_scores.masked_fill(excluded, float("-inf")), dim=1)
+    (ref[[0, 1, 3, 4]] * weights[[0, 1, 3, 4]]).sum().backward()
+    assert torch.allclose(out, ref) and out[2] == float("-inf")
+    assert torch.allclose(scores.grad, ref_scores.grad, atol=1e-7)
+    assert not scores.grad[2].any() and not scores.grad[excluded].any()

@@ -126,11 +126,38 @@ def _reduce(per_user: Tensor, reduction: str) -> Tensor:
     return per_user.mean() if per_user.numel() else per_user.sum()
 
 
+class _MaskedLogSumExp(torch.autograd.Function):
+    """log Σ_j exp(s_j) per row over the entries not ``excluded``, keeping the forward's softmax: the backward
+    is one multiply, where autograd's would redo max, subtract and exp over [B, n_items] and mask again. A row
+    with every entry excluded gives −inf and a zero gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, scores: Tensor, excluded: Tensor) -> Tensor:
+        x = scores.masked_fill(excluded, float("-inf"))
+        peak = x.amax(dim=1, keepdim=True)
+        peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+        p = x.sub_(peak).exp_()
+        total = p.sum(dim=1, keepdim=True)
+        p.div_(total.clamp(min=torch.finfo(p.dtype).tiny))
+        ctx.save_for_backward(p)
+        return (total.log() + peak).squeeze(1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (p,) = ctx.saved_tensors
+        return p * grad.unsqueeze(1), None
+
+
+def masked_logsumexp(scores: Tensor, excluded: Tensor) -> Tensor:
+    """``logsumexp(scores.masked_fill(excluded, -inf), dim=1)`` with a one-multiply backward: [B]."""
+    return _MaskedLogSumExp.apply(scores, excluded)
+
+
 def _tail_logsumexp(scores: Tensor, train_mask: Tensor, top: Tensor) -> Tensor:
     """log Σ exp(s_uj) over the items neither observed nor in ``top``: [B]."""
     excluded = train_mask.clone()
     excluded.scatter_(1, top, True)
-    return torch.logsumexp(scores.masked_fill(excluded, float("-inf")), dim=1)
+    return masked_logsumexp(scores, excluded)
 
 
 def akt_overall_loss(scores: Tensor, observed: Tensor, observed_len: Tensor, top: Tensor, train_mask: Tensor,
