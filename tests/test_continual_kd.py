@@ -33,7 +33,7 @@ def block_dataset() -> Dataset:
     return Dataset("block", N_USERS, N_ITEMS, train=sp.csr_matrix(dense), test=sp.csr_matrix((N_USERS, N_ITEMS)))
 
 
-def make(item_batch_size: int, lambda_item: float = 0.5,
+def make(pass_batch_size: int, lambda_item: float = 0.5,
          user_pass: bool = False) -> tuple[CCDDistiller, BPR, torch.optim.Adam]:
     ds = block_dataset()
     torch.manual_seed(0)
@@ -42,7 +42,7 @@ def make(item_batch_size: int, lambda_item: float = 0.5,
               "n_item_uninteresting": 3, "lambda_user": 0.1, "lambda_item": lambda_item, "sampling": "top"}
     knowledge = compute_knowledge(teacher, ds, KnowledgeSpec(n_user_topk=4, n_item_topk=4))
     student = BPR(N_USERS, N_ITEMS, BPR.Config(embedding_dim=3, init_std=0.5))
-    distiller = CCDDistiller(student, knowledge, ds, config, seed=1, item_batch_size=item_batch_size,
+    distiller = CCDDistiller(student, knowledge, ds, config, seed=1, pass_batch_size=pass_batch_size,
                              user_pass=user_pass)
     optimizer = torch.optim.Adam(student.parameters(), lr=0.05)
     distiller.attach_optimizer(optimizer)
@@ -55,7 +55,7 @@ def relaxed_pl(scores: list[float], k: int) -> float:
 
 
 def test_item_pass_value_is_the_weighted_mean_item_side_loss() -> None:
-    distiller, student, _ = make(item_batch_size=N_ITEMS)  # one batch: the value is taken before the step
+    distiller, student, _ = make(pass_batch_size=N_ITEMS)  # one batch: the value is taken before the step
     super(CCDDistiller, distiller).on_epoch_start(1)  # draw the lists without running the pass
     lists = distiller.item_lists.combined.clone()
     k = distiller.item_lists.k
@@ -66,7 +66,7 @@ def test_item_pass_value_is_the_weighted_mean_item_side_loss() -> None:
 
 
 def test_item_pass_steps_over_every_item_and_reaches_idle_users() -> None:
-    distiller, student, optimizer = make(item_batch_size=4)
+    distiller, student, optimizer = make(pass_batch_size=4)
     before = student.user_emb.weight.detach().clone()
     distiller.on_epoch_start(1)  # the item pass: ceil(10 / 4) = 3 optimiser steps
     assert int(optimizer.state[student.item_emb.weight]["step"]) == 3
@@ -83,20 +83,20 @@ def test_item_pass_steps_over_every_item_and_reaches_idle_users() -> None:
 
 
 def test_user_pass_gives_idle_users_their_own_ranking_steps() -> None:
-    distiller, student, optimizer = make(item_batch_size=5, lambda_item=0.0, user_pass=True)
+    distiller, student, optimizer = make(pass_batch_size=5, lambda_item=0.0, user_pass=True)
     before = student.user_emb.weight.detach().clone()
     distiller.on_epoch_start(1)  # no item pass (λ_i = 0); the user pass: ceil(12 / 5) = 3 steps
     assert int(optimizer.state[student.user_emb.weight]["step"]) == 3
     moved = (student.user_emb.weight.detach() - before).abs().sum(1) > 0
     assert bool(moved[IDLE:].all())  # users without an interaction in the block are trained
     assert distiller.stats()["rrd_pass"] > 0
-    plain, _, _ = make(item_batch_size=5, lambda_item=0.0)
+    plain, _, _ = make(pass_batch_size=5, lambda_item=0.0)
     plain.on_epoch_start(1)
     assert "rrd_pass" not in plain.stats()
 
 
 def test_item_pass_needs_the_optimizer() -> None:
-    distiller, _, _ = make(item_batch_size=4)
+    distiller, _, _ = make(pass_batch_size=4)
     distiller.optimizer = None
     with pytest.raises(DistillrecError, match="attach"):
         distiller.on_epoch_start(1)

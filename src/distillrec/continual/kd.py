@@ -45,11 +45,11 @@ class CCDDistiller(IRRRD):
     The trainer's optimiser is handed over with :meth:`attach_optimizer` (``stages.fit`` does it) before the
     first epoch."""
 
-    def __init__(self, *args: Any, item_batch_size: int = 1024, user_pass: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, pass_batch_size: int = 1024, user_pass: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if item_batch_size < 1:
-            raise DistillrecError(f"item_batch_size must be ≥ 1, got {item_batch_size}")
-        self.item_batch_size = item_batch_size
+        if pass_batch_size < 1:
+            raise DistillrecError(f"pass_batch_size must be ≥ 1, got {pass_batch_size}")
+        self.pass_batch_size = pass_batch_size
         self.user_pass = user_pass
         self._user_pass_loss = float("nan")
         self.optimizer: torch.optim.Optimizer | None = None
@@ -86,8 +86,8 @@ class CCDDistiller(IRRRD):
             return 0.0
         order = torch.randperm(count, generator=self.generator(), device=self.device)
         total, n = 0.0, 0
-        for start in range(0, count, self.item_batch_size):
-            rows = order[start:start + self.item_batch_size]
+        for start in range(0, count, self.pass_batch_size):
+            rows = order[start:start + self.pass_batch_size]
             loss = weight * self.ranked_loss(rows, lists.combined[rows], lists.k, side)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

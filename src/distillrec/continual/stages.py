@@ -178,7 +178,7 @@ def distil_student(ctx: Context, teachers: list[Recommender], view: Dataset, k: 
     student = build_model(ctx.cfg.student, nu, ni, ctx.graph(k), seed, ctx.device)
     train_cfg = stage_train_config(ctx.cfg.kd_train, ctx, seed)
     if ctx.cfg.kd_item_pass == "separate":
-        distiller = CCDDistiller(student, knowledge, view, config, seed=seed, item_batch_size=train_cfg.batch_size,
+        distiller = CCDDistiller(student, knowledge, view, config, seed=seed, pass_batch_size=train_cfg.batch_size,
                                  user_pass=ctx.cfg.kd_user_pass == "all")
     else:
         distiller = IRRRD(student, knowledge, view, config, seed=seed)
