@@ -140,7 +140,7 @@ def _written_for(path: Path, key: str) -> bool:
 
 
 def _prefixed(ctx: Context, stage_dir: Path) -> Callable[[str], None]:
-    """Resume and early-stop notices of a stage, named; per-epoch lines stay in its log.jsonl."""
+    """A stage's resume notice and warnings, named; its per-epoch lines stay in its log.jsonl."""
     def echo(msg: str) -> None:
         if msg.startswith(("resuming", "warning")):
             ctx.echo(f"{stage_dir.name}: {msg}")
