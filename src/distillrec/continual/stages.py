@@ -98,13 +98,13 @@ def fit(ctx: Context, model: Recommender, view: Dataset, cfg: TrainConfig, stage
     an objective of its own (samplers, replay buffers, item-side passes) is run again whole."""
     key = _stage_key(ctx, model, view, cfg) if objective is None else None
     done = stage_dir / "done.pt"
-    if key is not None and _written_for(done, key):
-        ckpt = load_checkpoint(done, map_location=ctx.device)
-        model.load_state_dict(ckpt["model"])
+    finished = _checkpoint_for(done, key)
+    if finished is not None:
+        model.load_state_dict(finished["model"])
         model.eval()
         ctx.echo(f"{stage_dir}: reusing the finished stage")
-        return ckpt["info"]
-    resume = key is not None and _written_for(stage_dir / "checkpoints" / "last.pt", key)
+        return finished["info"]
+    resume = _checkpoint_for(stage_dir / "checkpoints" / "last.pt", key) is not None
     if stage_dir.exists() and not resume:
         shutil.rmtree(stage_dir)
     trainer = Trainer(model, view, cfg, out_dir=stage_dir, distiller=objective, progress=ctx.progress,
@@ -130,13 +130,15 @@ def _stage_key(ctx: Context, model: Recommender, view: Dataset, cfg: TrainConfig
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _written_for(path: Path, key: str) -> bool:
-    if not path.exists():
-        return False
+def _checkpoint_for(path: Path, key: str | None) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if this stage (``key``) wrote it, else None."""
+    if key is None or not path.exists():
+        return None
     try:
-        return load_checkpoint(path).get("config") == {"stage": key}
+        ckpt = load_checkpoint(path)
     except DistillrecError:  # a torn or foreign file: the stage is simply run again
-        return False
+        return None
+    return ckpt if ckpt.get("config") == {"stage": key} else None
 
 
 def _prefixed(ctx: Context, stage_dir: Path) -> Callable[[str], None]:

@@ -46,12 +46,12 @@ def normalized_adjacency(train: sp.spmatrix, n_users: int, n_items: int) -> Tens
     )
 
 
-def _quiet_csr(coo: Tensor | None, parts: tuple | None = None) -> Tensor:
-    """A CSR tensor from a COO one or from its parts, without torch's "CSR support is in beta" warning (only its
-    matmul is used, forward and backward)."""
+def _csr(crow: Tensor, col: Tensor, val: Tensor, n: int) -> Tensor:
+    """The n × n CSR tensor of these parts (a view), without torch's "CSR support is in beta" warning: only its
+    matmul is used, forward and backward."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return coo.to_sparse_csr() if coo is not None else torch.sparse_csr_tensor(*parts)
+        return torch.sparse_csr_tensor(crow, col, val, (n, n))
 
 
 class _SymmetricSpMM(torch.autograd.Function):
@@ -97,11 +97,13 @@ class LightGCN(Recommender):
 
     def set_graph(self, train: sp.spmatrix) -> None:
         """(Re)build the normalised adjacency from a users × items training matrix."""
-        # CSR rows and a backward that reuses Â: a training step ~1.4× faster than COO's sparse.mm (CPU, Yelp D0)
-        csr = _quiet_csr(normalized_adjacency(train, self.n_users, self.n_items))
+        # CSR rows and a backward that reuses Â: a training step 1.1–1.2× faster than COO's sparse.mm (CPU, Yelp D0)
+        coo = normalized_adjacency(train, self.n_users, self.n_items)
+        rows, cols = coo.indices()  # coalesced: sorted by (row, col), so the CSR row pointers are a cumsum
+        counts = torch.bincount(rows, minlength=self.n_users + self.n_items)
         device = self.user_emb.weight.device
-        self.adj_crow, self.adj_col = csr.crow_indices().to(device), csr.col_indices().to(device)
-        self.adj_val = csr.values().to(device)
+        self.adj_crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(device)
+        self.adj_col, self.adj_val = cols.to(device), coo.values().to(device)
         self.clear_cache()
 
     # -- propagation ----------------------------------------------------------------------------------------
@@ -123,7 +125,7 @@ class LightGCN(Recommender):
             )
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
         n = self.n_users + self.n_items
-        adjacency = _quiet_csr(None, (self.adj_crow, self.adj_col, self.adj_val, (n, n)))
+        adjacency = _csr(self.adj_crow, self.adj_col, self.adj_val, n)
         layer, total = ego, ego
         for _ in range(self.config.n_layers):
             layer = _SymmetricSpMM.apply(adjacency, layer)
