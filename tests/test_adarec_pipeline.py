@@ -193,7 +193,7 @@ def test_search_derive_retrain_end_to_end(data, tmp_path):
     messages.clear()
     again = nas.search(data, tmp_path / "teacher", out, over, echo=messages.append)
     assert again["genotype"] == genotype and sum("reused" in m for m in messages) == 5
-    with pytest.raises(DistillrecError, match="another config"):
+    with pytest.raises(DistillrecError, match="finished under another budget"):
         nas.search(data, tmp_path / "teacher", out, [*over, "search.epochs=3"])
     # the stage configs record the AdaRec settings: another cost weight is refused, not silently reused
     with pytest.raises(DistillrecError, match=r"search.*another config"):

@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from distillrec.config import resolve_config
 from distillrec.train.checkpoint import load_checkpoint
@@ -74,10 +75,32 @@ def test_resume_through_train_api(tmp_path):
     first = train(ds, config=_cfg("train.epochs=4"), out=tmp_path / "r", progress=False)
     with pytest.raises(DistillrecError, match="already holds a run"):
         train(ds, config=_cfg("train.epochs=4"), out=tmp_path / "r", progress=False)
-    with pytest.raises(DistillrecError, match="another config"):
+    with pytest.raises(DistillrecError, match="finished under another budget"):
         train(ds, config=_cfg("train.epochs=6"), out=tmp_path / "r", progress=False, resume=True)
+    with pytest.raises(DistillrecError, match="another config"):
+        train(ds, config=_cfg("train.epochs=4", "train.learning_rate=0.05"), out=tmp_path / "r", progress=False,
+              resume=True)
     again = train(ds, config=_cfg("train.epochs=4"), out=tmp_path / "r", progress=False, resume=True)
     assert again.evaluate("test") == first.evaluate("test")
+
+
+def test_interrupted_run_resumes_with_a_new_budget(tmp_path):
+    """epochs and patience only decide when to stop: an interrupted run may continue under a longer budget and
+    then equals a run given that budget from the start; any other change is refused."""
+    ds = planted_dataset()
+    full = train(ds, config=_cfg("train.epochs=8"), out=tmp_path / "full", progress=False)
+    train(ds, config=_cfg("train.epochs=5"), out=tmp_path / "r", progress=False)
+    (tmp_path / "r" / "results.json").unlink()  # as if the 5-epoch run had been cut short after its last epoch
+    with pytest.raises(DistillrecError, match="another config"):
+        train(ds, config=_cfg("train.epochs=8", "train.batch_size=32"), out=tmp_path / "r", progress=False,
+              resume=True)
+    messages = []
+    longer = train(ds, config=_cfg("train.epochs=8"), out=tmp_path / "r", progress=False, resume=True,
+                   echo=messages.append)
+    assert any("new budget (train.epochs: 5 → 8)" in m for m in messages)
+    assert longer.result.epochs_run == 8
+    assert longer.evaluate("test") == full.evaluate("test")
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["train"]["epochs"] == 8
 
 
 def test_checkpoint_errors(tmp_path):

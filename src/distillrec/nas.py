@@ -34,7 +34,7 @@ from distillrec.models import Recommender, get_model_class
 from distillrec.models.supernet import AdaRecStudent, SuperNet, count_macs, edge_list
 from distillrec.train.checkpoint import load_checkpoint
 from distillrec.train.evaluation import evaluate_model, rounded
-from distillrec.train.runs import Run, load_run, write_results
+from distillrec.train.runs import BUDGET_KEYS, Run, check_resumable, load_run, write_results
 from distillrec.train.trainer import Trainer
 from distillrec.utils import DistillrecError, atomic_write, atomic_write_json, atomic_write_text, seed_everything
 
@@ -153,8 +153,10 @@ def _stage(net: Recommender, data: Dataset, train_cfg: TrainConfig, dataset_sect
     done = out_dir / "results.json"
     text = yaml.safe_dump(run_cfg.to_plain(), sort_keys=False)
     cfg_path = out_dir / "config.yaml"
-    if cfg_path.exists() and (out_dir / "checkpoints" / "last.pt").exists() and cfg_path.read_text() != text:
-        raise DistillrecError(f"{cfg_path}: this stage was run with another config; choose another --out")
+    if (out_dir / "checkpoints" / "last.pt").exists():
+        check_resumable(cfg_path, run_cfg.to_plain(), "this stage was run with another config; choose another --out "
+                        f"(only {' and '.join(f'{s}.{k}' for s in ('search', 'retrain') for k in BUDGET_KEYS)} "
+                        "may change)", echo)
     if done.exists():
         net.load_state_dict(load_checkpoint(out_dir / "checkpoints" / "best.pt", map_location=net.device)["model"])
         echo(f"{out_dir}: finished earlier, reused")

@@ -93,7 +93,7 @@ def _fit(net: Recommender, data: Dataset, config: RunConfig, out: str | Path | N
     """Train ``net`` (with ``distiller`` when given), keep its best weights, write the run directory."""
     out_dir = Path(out) if out else None
     if out_dir is not None:
-        _prepare_out(out_dir, config, resume)
+        _prepare_out(out_dir, config, resume, echo)
     trainer = Trainer(net, data, config.train, out_dir=out_dir, distiller=distiller, run_config=config.to_plain(),
                       progress=progress, echo=echo)
     result = trainer.fit(resume=resume)
@@ -105,14 +105,52 @@ def _fit(net: Recommender, data: Dataset, config: RunConfig, out: str | Path | N
     return run
 
 
-def _prepare_out(out_dir: Path, config: RunConfig, resume: bool) -> None:
+# Keys that only decide when a run stops: a resumed run may change them (train longer, or wait longer for a
+# gain) and still follow the same trajectory, since no schedule in the trainer depends on them.
+BUDGET_KEYS = ("epochs", "patience")
+
+
+def config_changes(old_text: str, new_plain: dict[str, Any]) -> list[str] | None:
+    """None when a run written with ``old_text`` (its config.yaml) cannot continue under ``new_plain``; else
+    the budget keys that differ (``["train.epochs: 30 → 12"]``), empty when nothing does."""
+    old = yaml.safe_load(old_text) or {}
+    if not isinstance(old, dict):
+        return None
+    old_train, new_train = dict(old.get("train") or {}), dict(new_plain.get("train") or {})
+    changed = [f"train.{k}: {old_train.get(k)} → {new_train.get(k)}" for k in BUDGET_KEYS
+               if old_train.get(k) != new_train.get(k)]
+    for k in BUDGET_KEYS:
+        old_train.pop(k, None)
+        new_train.pop(k, None)
+    same = {**old, "train": old_train} == {**new_plain, "train": new_train}
+    return changed if same else None
+
+
+def check_resumable(cfg_path: Path, new_plain: dict[str, Any], message: str,
+                    echo: Callable[[str], None] | None = None) -> None:
+    """Refuse to continue a run under another config (``message``). An interrupted run (no results.json yet)
+    may continue with a new epoch budget or patience; a finished one is only reused as it is."""
+    if not cfg_path.exists():
+        return
+    changes = config_changes(cfg_path.read_text(), new_plain)
+    if changes is None:
+        raise DistillrecError(f"{cfg_path}: {message}")
+    if changes and (cfg_path.parent / "results.json").exists():
+        raise DistillrecError(f"{cfg_path}: this run has finished under another budget ({', '.join(changes)}); "
+                              "choose another --out to train it again")
+    if changes and echo is not None:
+        echo(f"{cfg_path.parent}: continuing with a new budget ({', '.join(changes)})")
+
+
+def _prepare_out(out_dir: Path, config: RunConfig, resume: bool, echo: Callable[[str], None] | None = None) -> None:
     cfg_path = out_dir / "config.yaml"
-    text = yaml.safe_dump(config.to_plain(), sort_keys=False)
+    plain = config.to_plain()
     if cfg_path.exists() and (out_dir / "checkpoints" / "last.pt").exists() and not resume:
         raise DistillrecError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
-    if resume and cfg_path.exists() and cfg_path.read_text() != text:
-        raise DistillrecError(f"{cfg_path}: the run was started with another config; --resume needs the same one")
-    atomic_write_text(cfg_path, text)
+    if resume:
+        check_resumable(cfg_path, plain, "the run was started with another config; --resume needs the same one "
+                        f"(only train.{' and train.'.join(BUDGET_KEYS)} may change)", echo)
+    atomic_write_text(cfg_path, yaml.safe_dump(plain, sort_keys=False))
 
 
 def write_results(run: Run, trainer: Trainer) -> dict[str, Any]:
