@@ -174,22 +174,18 @@ def _ccd(ctx: Context, state: StreamState, k: int) -> tuple[StreamState, dict]:
     return StreamState(teachers, student, distilled, stability, plasticity), info
 
 
-def _finetune(ctx: Context, state: StreamState, k: int) -> tuple[StreamState, dict]:
-    init = _init_mode(ctx, "finetune")
+def _finetune(ctx: Context, state: StreamState, k: int, lwc: bool = False) -> tuple[StreamState, dict]:
+    """Teachers and student trained on the new block only; ``lwc`` adds LWC-KD from their previous selves."""
+    init = _init_mode(ctx, "lwckd" if lwc else "finetune")
     su = ctx.cfg.student_update
-    teachers, info = _update_teachers(ctx, state, k, init, False, [])
-    student, info["student"] = _update(ctx, state.student, k, "student", init=init, lwc=False, replay_sources=[],
+    teachers, info = _update_teachers(ctx, state, k, init, lwc, [])
+    student, info["student"] = _update(ctx, state.student, k, "student", init=init, lwc=lwc, replay_sources=[],
                                        settings=su.replay, train_cfg=su.train)
     return StreamState(teachers, student), info
 
 
 def _lwckd(ctx: Context, state: StreamState, k: int) -> tuple[StreamState, dict]:
-    init = _init_mode(ctx, "lwckd")
-    su = ctx.cfg.student_update
-    teachers, info = _update_teachers(ctx, state, k, init, True, [])
-    student, info["student"] = _update(ctx, state.student, k, "student", init=init, lwc=True, replay_sources=[],
-                                       settings=su.replay, train_cfg=su.train)
-    return StreamState(teachers, student), info
+    return _finetune(ctx, state, k, lwc=True)
 
 
 def _retrain(ctx: Context, state: StreamState, k: int) -> tuple[StreamState, dict]:
