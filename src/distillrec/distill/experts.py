@@ -89,27 +89,31 @@ class ExpertMixture(nn.Module):
         return out.float()
 
     def _sparse(self, x: Tensor, s: Tensor, tau: float) -> Tensor | None:
-        """The kept pairs only, as [A, max pairs per expert] padded bmm over the A experts in use; None when
-        that would not halve the dense work."""
+        """The kept (entity, expert) pairs only, grouped by expert: one small product per expert in use; None
+        when more than half of the pairs are kept (the dense product is then cheaper).
+
+        A loop rather than one padded bmm: once the selection is hard the experts' loads are skewed (on
+        CiteULike at τ = 0.02 the busiest item expert takes 340 of 968 pairs), and padding every expert to the
+        busiest one's count computed 3-7× the kept pairs; the loop's ≤ M small products cost 1.3-4.7× less."""
         keep = s > _NEGLIGIBLE * min(tau, 1.0)
         rows, experts = keep.nonzero(as_tuple=True)
-        counts = torch.bincount(experts, minlength=self.n_experts)
-        active = counts.nonzero().squeeze(1)
-        width = int(counts.max())  # slots per expert: the busiest expert's pair count
-        if 2 * len(active) * width > s.numel():
+        if 2 * len(rows) > s.numel():
             return None
         self.last_density = len(rows) / max(1, s.numel())
         order = torch.argsort(experts, stable=True)
         rows, experts = rows[order], experts[order]
-        slot = torch.arange(len(rows), device=x.device) - (torch.cumsum(counts, 0) - counts)[experts]
-        group = (torch.cumsum(counts > 0, 0) - 1)[experts]  # each pair's position among the active experts
-        d_s, h, d_t = self.student_dim, self.hidden_dim, self.teacher_dim
-        xs = x.new_zeros(len(active), width, d_s).index_put((group, slot), x[rows])
-        w1 = self.w1.view(d_s, self.n_experts, h).index_select(1, active).transpose(0, 1)  # [A, d_s, h]
-        b1 = self.b1.view(self.n_experts, h).index_select(0, active).unsqueeze(1)
-        z = torch.baddbmm(b1, xs, w1).relu_()
-        o = torch.bmm(z, self.w2.view(self.n_experts, h, d_t).index_select(0, active))  # [A, slots, d_t]
-        contrib = o[group, slot] * s[rows, experts].unsqueeze(1).to(o.dtype)
+        counts = torch.bincount(experts, minlength=self.n_experts).tolist()
+        d_s, h, d_t, m = self.student_dim, self.hidden_dim, self.teacher_dim, self.n_experts
+        # unbind: one backward node that stacks the experts' gradients, instead of one full-size zero per slice
+        w1, b1 = self.w1.view(d_s, m, h).unbind(1), self.b1.view(m, h).unbind(0)
+        w2 = self.w2.view(m, h, d_t).unbind(0)
+        xs, outs, start = x[rows], [], 0
+        for e, n in enumerate(counts):
+            if n:
+                z = torch.addmm(b1[e], xs[start:start + n], w1[e]).relu_()
+                outs.append(z @ w2[e])
+                start += n
+        contrib = torch.cat(outs) * s[rows, experts].unsqueeze(1).to(outs[0].dtype)
         base = s @ self.b2
         return base.to(contrib.dtype).index_add(0, rows, contrib)
 
