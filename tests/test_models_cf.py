@@ -133,6 +133,21 @@ def test_neumf_full_scores_in_chunks_equal_pair_scores():
     assert model.user_repr(users).shape == (7, 4 + 4)
 
 
+def test_neumf_candidate_lists_project_each_item_once_with_the_same_values_and_gradients():
+    torch.manual_seed(0)
+    model = NeuMF(6, 9, NeuMF.Config(embedding_dim=4, mlp_layers=[8, 6, 3]))
+    users, items = torch.arange(6), torch.randint(0, 9, (6, 12))  # repeats within and across the lists
+    deduped = model.score(users, items)
+    (deduped ** 2).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    plain = model._logits(users, items)
+    (plain ** 2).sum().backward()
+    torch.testing.assert_close(deduped, plain)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(grads[n], p.grad, msg=n)
+
+
 def test_lightgcn_propagation_matches_dense_computation():
     r = np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 0, 0]], dtype=np.float32)  # item 3 is isolated
     ds = Dataset("g", 3, 4, train=sp.csr_matrix(r), test=sp.csr_matrix((3, 4)))

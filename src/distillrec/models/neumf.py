@@ -58,13 +58,21 @@ class NeuMF(Recommender):
         self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(cfg.mlp_layers[1:]))
         self.predict = nn.Linear(cfg.embedding_dim + cfg.mlp_layers[-1], 1)
 
-    def _logits(self, users: Tensor, items: Tensor) -> Tensor:
-        """Logits for users [B] and items [B, N] or [1, N] (broadcast over users) -> [B, N]."""
+    def _logits(self, users: Tensor, items: Tensor, dedupe: bool = False) -> Tensor:
+        """Logits for users [B] and items [B, N] or [1, N] (broadcast over users) -> [B, N]. ``dedupe``: project
+        each distinct item once (candidate lists of many users share most items: the sampled protocol's
+        256 × 500 candidates hold ~25k distinct items, and the item half of the first layer is then
+        computed 5× less; 1.45× faster scoring for the 15M-parameter CiteULike teacher)."""
         w = self.predict.weight[0]
         w_gmf, w_mlp = w[: self.config.embedding_dim], w[self.config.embedding_dim :]
         # GMF part: w_gmfᵀ (p_u ⊙ q_i) = (p_u ⊙ w_gmf)ᵀ q_i, one matmul
         gmf = torch.matmul((self.user_gmf(users) * w_gmf).unsqueeze(1), self.item_gmf(items).transpose(1, 2))
-        h = F.relu(self.mlp_user_in(self.user_mlp(users)).unsqueeze(1) + self.mlp_item_in(self.item_mlp(items)))
+        if dedupe:
+            distinct, inverse = items.unique(return_inverse=True)
+            item_in = self.mlp_item_in(self.item_mlp(distinct))[inverse]
+        else:
+            item_in = self.mlp_item_in(self.item_mlp(items))
+        h = F.relu(self.mlp_user_in(self.user_mlp(users)).unsqueeze(1) + item_in)
         for layer in self.mlp:
             h = F.relu(layer(h))
         return gmf.squeeze(1) + h @ w_mlp + self.predict.bias
@@ -79,7 +87,7 @@ class NeuMF(Recommender):
     def score(self, users: Tensor, items: Tensor) -> Tensor:
         if items.dim() == 1:
             return self._logits(users, items.unsqueeze(1)).squeeze(1)
-        return self._logits(users, items)
+        return self._logits(users, items, dedupe=items.shape[0] > 1)
 
     def full_scores(self, users: Tensor) -> Tensor:
         width = max(self.config.mlp_layers[1:])
