@@ -105,6 +105,24 @@ def test_uninteresting_excludes_train_and_topn_and_is_uniform():
     assert chi_square(counts, torch.full((23,), 1 / 23)) < CHI2_999[22]
 
 
+def test_uninteresting_taking_most_of_the_pool_is_uniform_and_distinct():
+    """n > 3/4 of the pool goes through random keys instead of rejection (CCD's 11,500 of ~12,200 users)."""
+    index = PairIndex(tiny_train())
+    top = torch.tensor([3, 4, 5, 6])
+    n_rows = 20_000
+    out = sample_uninteresting(torch.zeros(n_rows, dtype=torch.long), 20, index, top.expand(n_rows, 4),
+                               torch.Generator().manual_seed(6))
+    forbidden = {0, 1, 2, 3, 4, 5, 6}
+    assert out.shape == (n_rows, 20) and not forbidden & set(out.reshape(-1).tolist())
+    assert (out.sort(dim=1).values[:, 1:] != out.sort(dim=1).values[:, :-1]).all()
+    pool = [c for c in range(30) if c not in forbidden]  # 23 columns, each kept with P = 20/23 per row
+    counts = torch.bincount(out.reshape(-1), minlength=30)[pool].float()
+    assert chi_square(counts, torch.full((23,), 1 / 23)) < CHI2_999[22]
+    # which 3 columns a row leaves out is uniform too: every column is missing from ~3/23 of the rows
+    missing = n_rows - torch.bincount(out.reshape(-1), minlength=30)[pool]
+    assert ((missing.float() / n_rows - 3 / 23).abs() < 0.01).all()
+
+
 def test_uninteresting_rows_with_few_choices_and_too_small_pools():
     index = PairIndex(tiny_train())
     # Row 1 excludes {5, 29} (train) and its list {0..4, 6..20}: exactly 8 columns remain, all must come back.
