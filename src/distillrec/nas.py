@@ -151,10 +151,11 @@ def _stage(net: Recommender, data: Dataset, train_cfg: TrainConfig, dataset_sect
     run_cfg = RunConfig(dataset=dataset_section, model={"name": net.name, **net.hparams()}, train=train_cfg,
                         distill=distill)
     done = out_dir / "results.json"
-    text = yaml.safe_dump(run_cfg.to_plain(), sort_keys=False)
+    plain = run_cfg.to_plain()
+    text = yaml.safe_dump(plain, sort_keys=False)
     cfg_path = out_dir / "config.yaml"
     if (out_dir / "checkpoints" / "last.pt").exists():
-        check_resumable(cfg_path, run_cfg.to_plain(), "this stage was run with another config; choose another --out "
+        check_resumable(cfg_path, plain, "this stage was run with another config; choose another --out "
                         f"(only {' and '.join(f'{s}.{k}' for s in ('search', 'retrain') for k in BUDGET_KEYS)} "
                         "may change)", echo)
     if done.exists():

@@ -112,23 +112,31 @@ def _first_duplicates(cand: Tensor) -> Tensor:
     return torch.zeros_like(dup_sorted).scatter_(1, order, dup_sorted)
 
 
+def _taken_chunks(rows: Tensor, exclude: PairIndex, sorted_lists: Tensor | None, max_elems: int):
+    """(r0, r1, taken) over chunks of ``rows``: taken = Bool [r1 − r0, n_cols + 1], True at each row's train
+    columns and list entries (the last column catches list padding); ~``max_elems`` flags at a time."""
+    n_cols, device = exclude.n_cols, exclude.keys.device
+    step = max(1, max_elems // n_cols)
+    for r0 in range(0, rows.numel(), step):
+        r = rows[r0:r0 + step]
+        taken = torch.zeros(r.numel(), n_cols + 1, dtype=torch.bool, device=device)
+        exclude.mark(r, taken)
+        if sorted_lists is not None:
+            taken.scatter_(1, sorted_lists[r0:r0 + step].clamp(max=n_cols), True)
+        yield r0, r0 + r.numel(), taken
+
+
 def _sample_from_complement(rows: Tensor, n: int, exclude: PairIndex, sorted_lists: Tensor | None,
                             generator: torch.Generator | None, max_elems: int = 1 << 22) -> Tensor:
     """[R, n] columns per row drawn uniformly *with* replacement from the columns outside train ∪ list: a
     dense [chunk, n_cols] mask of a few rows at a time (only the short rows of a small catalogue come here)."""
     n_cols, device = exclude.n_cols, exclude.keys.device
     out = torch.empty(rows.numel(), n, dtype=torch.long, device=device)
-    step = max(1, max_elems // n_cols)
-    for r0 in range(0, rows.numel(), step):
-        r = rows[r0:r0 + step]
-        taken = torch.zeros(r.numel(), n_cols + 1, dtype=torch.bool, device=device)  # last column: padding
-        exclude.mark(r, taken)
-        if sorted_lists is not None:
-            taken.scatter_(1, sorted_lists[r0:r0 + step].clamp(max=n_cols), True)
+    for r0, r1, taken in _taken_chunks(rows, exclude, sorted_lists, max_elems):
         free = (~taken[:, :n_cols]).cumsum(1)  # free[c] = free columns ≤ c
         pool = free[:, -1:]
-        j = (torch.rand(r.numel(), n, generator=generator, device=device) * pool).long().clamp_(max=pool - 1)
-        out[r0:r0 + step] = torch.searchsorted(free, j + 1)  # the (j+1)-th free column
+        j = (torch.rand(r1 - r0, n, generator=generator, device=device) * pool).long().clamp_(max=pool - 1)
+        out[r0:r1] = torch.searchsorted(free, j + 1)  # the (j+1)-th free column
     return out
 
 
@@ -140,15 +148,9 @@ def _sample_by_keys(rows: Tensor, n: int, exclude: PairIndex, sorted_lists: Tens
     would need ~pool·ln(pool / (pool − n)) draws per row and several doubling rounds."""
     n_cols, device = exclude.n_cols, exclude.keys.device
     out = torch.empty(rows.numel(), n, dtype=torch.long, device=device)
-    step = max(1, max_elems // n_cols)
-    for r0 in range(0, rows.numel(), step):
-        r = rows[r0:r0 + step]
-        taken = torch.zeros(r.numel(), n_cols + 1, dtype=torch.bool, device=device)  # last column: padding
-        exclude.mark(r, taken)
-        if sorted_lists is not None:
-            taken.scatter_(1, sorted_lists[r0:r0 + step].clamp(max=n_cols), True)
-        keys = torch.rand(r.numel(), n_cols, generator=generator, device=device).masked_fill_(taken[:, :n_cols], 2.0)
-        out[r0:r0 + step] = keys.topk(n, dim=1, largest=False, sorted=False).indices
+    for r0, r1, taken in _taken_chunks(rows, exclude, sorted_lists, max_elems):
+        keys = torch.rand(r1 - r0, n_cols, generator=generator, device=device).masked_fill_(taken[:, :n_cols], 2.0)
+        out[r0:r1] = keys.topk(n, dim=1, largest=False, sorted=False).indices
     return out
 
 
@@ -192,11 +194,12 @@ def sample_uninteresting(
                                            else sorted_lists[idx], generator)
         todo = (~short).nonzero().squeeze(1)
     # Rows that need more than 3/4 of their pool: rejection would need several doubling rounds of draws.
-    dense = todo[4 * n > 3 * pool[todo]]
-    if dense.numel():
+    most = 4 * n > 3 * pool[todo]
+    if bool(most.any()):
+        dense = todo[most]
         out[dense] = _sample_by_keys(rows[dense], n, exclude, None if sorted_lists is None else sorted_lists[dense],
                                      generator)
-        todo = todo[4 * n <= 3 * pool[todo]]
+        todo = todo[~most]
     draw = n + n // 2 + 8
     for _ in range(max_rounds):
         if todo.numel() == 0:
