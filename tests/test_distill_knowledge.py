@@ -132,11 +132,13 @@ def test_lists_with_ties_do_not_depend_on_blocks_or_threads():
     teacher = BPR(ds.n_users, ds.n_items, BPR.Config(embedding_dim=3, init_std=1.0))
     with torch.no_grad():
         teacher.item_emb.weight[100:200] = teacher.item_emb.weight[:100]  # items i and i + 100 tie everywhere
+        teacher.user_emb.weight[20:] = teacher.user_emb.weight[:20]  # and users u and u + 20, across blocks
     spec = KnowledgeSpec(n_user_topk=150, n_item_topk=12)
     one = compute_knowledge(teacher, ds, spec, chunk_elems=2000, threads=1)
     two = compute_knowledge(teacher, ds, spec, chunk_elems=700, threads=2, item_side="full_scores")
+    three = compute_knowledge(teacher, ds, spec, chunk_elems=3000, threads=3, item_side="full_scores")
     by_user, by_item = brute_force(teacher, ds)
-    for known in (one, two):
+    for known in (one, two, three):
         assert known.user_topk.tolist() == by_user[:, :150].tolist()
         assert known.item_topk.tolist() == by_item[:, :12].tolist()
     threads = torch.get_num_threads()

@@ -216,22 +216,69 @@ def _lists(block_scores: Callable[[Tensor], Tensor], n_rows: int, n_cols: int, e
     return ids, vals
 
 
+def _one_pass(user_scores: Callable[[Tensor], Tensor], n_users: int, n_items: int, train: sp.csr_matrix,
+              n_u: int, n_i: int, chunk_elems: int, device: torch.device, workers: int = 1) \
+        -> tuple[tuple[Tensor, Tensor] | None, tuple[Tensor, Tensor] | None]:
+    """Both sides' lists (as ``_lists``: exact, ties by the lower id) from one pass over blocks of users.
+
+    For teachers whose scores are not products of representations (a rank ensemble, NeuMF, an autoencoder),
+    scoring a block of *items* for every user costs as much as scoring every item, so the item side is built
+    here from the user blocks themselves: each masked block, transposed, extends every item's running top-n_i
+    users. ``workers`` threads take contiguous runs of blocks; their lists are merged in user order."""
+    indptr, indices = _csr_tensors(train, device)
+    user_ids = torch.empty(n_users, n_u, dtype=torch.long, device=device)
+    user_vals = torch.empty(n_users, n_u, dtype=torch.float32, device=device)
+    step = max(1, chunk_elems // n_items)
+    starts = list(range(0, n_users, step))
+    n_groups = min(workers, len(starts)) if device.type == "cpu" else 1
+    groups = [g.tolist() for g in np.array_split(np.array(starts), n_groups)]
+
+    def merge(vals: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
+        # The running lists come first and hold lower user ids, and select_topk breaks ties by position,
+        # so equal scores stay ordered by user id whatever the blocks.
+        top, pos = select_topk(vals, min(n_i, vals.shape[1]))
+        return top, ids.gather(1, pos)
+
+    @torch.no_grad()
+    def run(group: list[int]) -> tuple[Tensor, Tensor]:
+        vals = torch.empty(n_items, 0, device=device)
+        ids = torch.empty(n_items, 0, dtype=torch.long, device=device)
+        for r0 in group:
+            r1 = min(r0 + step, n_users)
+            scores = user_scores(torch.arange(r0, r1, device=device)).float()
+            _mask_train(scores, indptr, indices, r0, r1)
+            if n_u:
+                user_vals[r0:r1], user_ids[r0:r1] = select_topk(scores, n_u)
+            if n_i:
+                vals = torch.cat([vals, scores.T], dim=1)
+                ids = torch.cat([ids, torch.arange(r0, r1, device=device).expand(n_items, -1)], dim=1)
+                if vals.shape[1] > n_i:
+                    vals, ids = merge(vals, ids)
+        return vals, ids
+
+    if n_groups > 1:
+        with ThreadPoolExecutor(n_groups) as pool:
+            parts = list(pool.map(run, groups))
+    else:
+        parts = [run(g) for g in groups]
+    items = None
+    if n_i:
+        items_vals, items_ids = merge(torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1))
+        items = items_ids, items_vals
+    return ((user_ids, user_vals) if n_u else None), items
+
+
 def _score_functions(teacher: Recommender, n_users: int, n_items: int, dot: bool, chunk_elems: int) \
-        -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+        -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor] | None]:
     """(users → [B, n_items], items → [B, n_users]) teacher scores. ``dot``: products of the representations,
-    gathered once; otherwise ``full_scores`` for users and the list form of ``score`` for items."""
+    gathered once; otherwise ``full_scores`` for users and no item function (``_one_pass`` builds that side)."""
     device = teacher.device
     if dot:
         users_repr = _all_reprs(teacher.user_repr, n_users, max(1, chunk_elems // 512), device)
         items_repr = _all_reprs(teacher.item_repr, n_items, max(1, chunk_elems // 512), device)
         users_t, items_t = users_repr.T.contiguous(), items_repr.T.contiguous()
         return (lambda users: users_repr[users] @ items_t), (lambda items: items_repr[items] @ users_t)
-    all_users = torch.arange(n_users, device=device)
-
-    def item_block(items: Tensor) -> Tensor:
-        return teacher.score(all_users, items.expand(n_users, -1)).T
-
-    return teacher.full_scores, item_block
+    return teacher.full_scores, None
 
 
 @torch.no_grad()
@@ -243,7 +290,7 @@ def compute_knowledge(
 
     ``item_side`` (kept name; it picks the scoring of both sides): ``"dot"`` — products of the teacher's
     representations (an error if they are not its scores); ``"full_scores"`` — the teacher's own
-    ``full_scores`` (users) and ``score`` (items); ``"auto"`` — dot when a numerical check on a few pairs
+    ``full_scores``, both sides from one pass over user blocks; ``"auto"`` — dot when a numerical check on a few pairs
     says the scores are those products. ``threads``: torch threads for this one-off step on a CPU (default:
     ``os.cpu_count()``, or the current setting if higher), restored on return."""
     if item_side not in ("auto", "dot", "full_scores"):
@@ -269,12 +316,19 @@ def compute_knowledge(
                 raise DistillrecError(f"item_side='dot': the scores of teacher {type(teacher).__name__} are not "
                                       "the dot products of its user_repr and item_repr")
             user_scores, item_scores = _score_functions(teacher, n_users, n_items, dot, chunk_elems)
-            if n_u:
-                out.user_topk, out.user_topk_scores = _lists(user_scores, n_users, n_items, train, n_u,
-                                                             chunk_elems, device, workers)
-            if n_i:
-                out.item_topk, out.item_topk_scores = _lists(item_scores, n_items, n_users, train_t, n_i,
-                                                             chunk_elems, device, workers)
+            if not dot and n_i:
+                users, items = _one_pass(user_scores, n_users, n_items, train, n_u, n_i, chunk_elems, device,
+                                         workers)
+                if users is not None:
+                    out.user_topk, out.user_topk_scores = users
+                out.item_topk, out.item_topk_scores = items
+            else:
+                if n_u:
+                    out.user_topk, out.user_topk_scores = _lists(user_scores, n_users, n_items, train, n_u,
+                                                                 chunk_elems, device, workers)
+                if n_i:
+                    out.item_topk, out.item_topk_scores = _lists(item_scores, n_items, n_users, train_t, n_i,
+                                                                 chunk_elems, device, workers)
         if spec.reprs:
             chunk = max(1, chunk_elems // 512)
             try:
