@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -258,34 +257,14 @@ def load_teacher_set(path: str | Path, dataset: Dataset | None = None) -> Teache
 
 # -- the ensemble as the teacher of a single-teacher method ----------------------------------------------------
 class _EnsembleTeacher(torch.nn.Module):
-    """The ensemble's scores e_ui as the part of the Recommender contract ``compute_knowledge`` uses
-    (``full_scores`` and ``score``; no representations). Items outside every teacher's list score 0, as in the
-    authors' dense importance matrices: a list longer than the merged candidates ends in ties at 0.
-
-    ``score`` (the item side's lists) reads a per-user table of the merged candidates, sorted by item id
-    (duplicates across teachers summed, as ``scatter_add_`` does for ``full_scores``): users × candidates,
-    never users × items."""
+    """The ensemble's scores e_ui as the part of the Recommender contract ``compute_knowledge`` uses on its
+    one-pass path (``full_scores``; no representations). Items outside every teacher's list score 0, as in the
+    authors' dense importance matrices: a list longer than the merged candidates ends in ties at 0."""
 
     def __init__(self, ensemble: TeacherEnsemble) -> None:
         super().__init__()
         self.ensemble = ensemble
         self._score = ensemble.scorer()
-        sel = ensemble.final_selection()
-        users = torch.arange(ensemble.dataset.n_users, device=ensemble.device)
-        items, w = ensemble.candidates(users, sel[users])
-        rows = users.unsqueeze(1).expand_as(items).reshape(-1).cpu().numpy()
-        merged = sp.csr_matrix((w.reshape(-1).float().cpu().numpy(), (rows, items.reshape(-1).cpu().numpy())),
-                               shape=(ensemble.dataset.n_users, ensemble.n_items))
-        merged.sum_duplicates()  # sorts each row's items, sums a candidate proposed by several teachers
-        lengths = np.diff(merged.indptr)
-        width = max(1, int(lengths.max(initial=0)))
-        pos = np.arange(merged.nnz) - np.repeat(merged.indptr[:-1], lengths)
-        row_of = np.repeat(np.arange(merged.shape[0]), lengths)
-        table_items = np.full((merged.shape[0], width), ensemble.n_items, dtype=np.int64)  # pad past every id
-        table_w = np.zeros((merged.shape[0], width), dtype=np.float32)
-        table_items[row_of, pos], table_w[row_of, pos] = merged.indices, merged.data
-        self._items = torch.from_numpy(table_items).to(ensemble.device)
-        self._w = torch.from_numpy(table_w).to(ensemble.device)
 
     @property
     def device(self) -> torch.device:
@@ -296,15 +275,6 @@ class _EnsembleTeacher(torch.nn.Module):
 
     def full_scores(self, users: Tensor) -> Tensor:
         return self._score(users)
-
-    def score(self, users: Tensor, items: Tensor) -> Tensor:
-        """e_ui for ``users [B]`` and ``items [B]`` or ``[B, N]`` (0 outside the merged candidates)."""
-        flat = items.dim() == 1
-        items2 = items.unsqueeze(1) if flat else items
-        cand = self._items[users]
-        pos = torch.searchsorted(cand, items2.contiguous()).clamp_(max=cand.shape[1] - 1)
-        out = torch.where(cand.gather(1, pos) == items2, self._w[users].gather(1, pos), 0.0)
-        return out.squeeze(1) if flat else out
 
     def user_repr(self, users: Tensor) -> Tensor:
         raise NotImplementedError("an ensemble of rankings has no representations")
