@@ -1,16 +1,20 @@
 """Student scores of rows against lists of columns ([R] rows, [R, N] columns → [R, N] scores): the inner loop
-of RRD, IR-RRD, DCD, CD and RD, written two ways: generic, and fast for lookup-table students.
+of RRD, IR-RRD, DCD, CD and RD, written two ways: generic, and fast for students whose scores are dot products
+of representation tables (``Recommender.repr_tables``: BPR-MF's embeddings, LightGCN's propagated ones).
 
 - ``side_scores``: any model, through ``score`` (the item side in pair form: one (user, item) pair per entry);
-- ``table_side_scores``: models whose reprs are rows of two lookup tables (BPR-MF): the scores are a sampled
+- ``table_side_scores``, lists that are a small share of the table (RRD's 40 + 40 of 25k items): a sampled
   dense-dense product (``torch.sparse.sampled_addmm``: only the R·N wanted entries of rows @ tableᵀ); the
   backward pass is a weighted embedding bag for the rows and a transposed sparse × dense product for the
   table. This never materialises the [R, N, d] gathered representations nor sends 56k indices through an
   embedding backward (which on CPU costs ~3× a plain ``index_put_``): about half the time of gathering the
   reprs and multiplying them for RRD's 700 users × 80 items per batch. The table's gradient is the floor of
   this path: 56k random rows of a 2 MB table per batch, ~1.5–2 ms on one core.
+- ``table_side_scores``, lists that cover much of the table (CCD's bags: 10,000 of ~15,000 items per user,
+  11,500 of ~12,200 users per item): the full product rows @ tableᵀ and a gather, 4–5× faster than either
+  per-entry form there (``benchmarks/list_scoring.py``).
 
-``ListScorer.for_model`` picks the fastest form a model admits, checked numerically on a few pairs.
+``ListScorer`` picks the fastest form a model admits, checked numerically on a few pairs.
 """
 
 from __future__ import annotations
@@ -19,14 +23,11 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from distillrec.models.base import Recommender
-
-# Models whose reprs are plain table lookups, so two repr calls cost no more than one score call. (LightGCN's
-# reprs each re-propagate the graph in training; it keeps the generic path.)
-_TABLE_MODELS = ("bpr",)
+from distillrec.utils import DistillrecError
 
 
 def side_scores(model: Recommender, rows: Tensor, cols: Tensor, side: str) -> Tensor:
@@ -97,17 +98,21 @@ def _transposed_product(cols: Tensor, grad: Tensor, row_repr: Tensor, n_table: i
         return torch.sparse.mm(g_t, row_repr.contiguous())
 
 
-def table_side_scores(model: Recommender, tables: tuple[Tensor, Tensor], rows: Tensor, cols: Tensor,
-                      side: str) -> Tensor:
-    """``side_scores`` for a model whose reprs are rows of ``tables`` = (user table, item table)."""
+# From this share of the table on, one dense product + gather beats per-entry work (at 12 % they tie).
+DENSE_FRACTION = 0.2
+
+
+def table_side_scores(tables: tuple[Tensor, Tensor], rows: Tensor, cols: Tensor, side: str) -> Tensor:
+    """``side_scores`` from ``tables`` = (user reprs, item reprs) whose dot products are the scores."""
+    users, items = tables
     if side == "user":
-        row_repr, table = model.user_repr(rows), tables[1]
+        row_repr, table = users[rows], items
     elif side == "item":
-        row_repr, table = model.item_repr(rows), tables[0]
+        row_repr, table = items[rows], users
     else:
         raise ValueError(f"side must be 'user' or 'item', got {side!r}")
-    if cols.shape[1] > table.shape[0]:  # lists longer than the table (repeats, tiny catalogues): CSR refuses
-        return (table[cols] * row_repr.unsqueeze(1)).sum(-1)
+    if cols.shape[1] >= DENSE_FRACTION * table.shape[0]:  # also lists longer than the table, which CSR refuses
+        return (row_repr @ table.T).gather(1, cols)
     return _TableDot.apply(row_repr, table, cols)
 
 
@@ -120,33 +125,20 @@ def _probe(model: Recommender) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def lookup_tables(model: Recommender) -> tuple[Tensor, Tensor] | None:
-    """(user table, item table): the ``nn.Embedding`` weights whose rows are exactly the model's reprs, and
-    whose dot products are its scores; None when the model is not of that kind."""
-    if model.name not in _TABLE_MODELS:
-        return None
-    users, items = _probe(model)
+def has_repr_tables(model: Recommender) -> bool:
+    """Whether ``model.repr_tables()`` gives tables whose dot products are its scores (checked on a few pairs)."""
     try:
-        user_repr, item_repr, scores = model.user_repr(users), model.item_repr(items), model.score(users, items)
-    except (NotImplementedError, RuntimeError):
-        return None
-    found: dict[str, Tensor] = {}
-    for module in model.modules():
-        if not isinstance(module, nn.Embedding):
-            continue
-        w = module.weight
-        if "user" not in found and w.shape == (model.n_users, user_repr.shape[-1]) and torch.equal(w[users],
-                                                                                                    user_repr):
-            found["user"] = w
-        elif "item" not in found and w.shape == (model.n_items, item_repr.shape[-1]) and torch.equal(w[items],
-                                                                                                      item_repr):
-            found["item"] = w
-    if len(found) < 2:
-        return None
-    dots = (item_repr * user_repr.unsqueeze(1)).sum(-1)
-    if not torch.allclose(dots, scores, rtol=1e-4, atol=1e-6):
-        return None
-    return found["user"], found["item"]
+        tables = model.repr_tables()
+    except (NotImplementedError, RuntimeError, DistillrecError):  # e.g. a LightGCN without its graph
+        return False
+    if tables is None:
+        return False
+    user_table, item_table = tables
+    if user_table.shape[0] != model.n_users or item_table.shape[0] != model.n_items:
+        return False
+    users, items = _probe(model)
+    dots = (item_table[items] * user_table[users].unsqueeze(1)).sum(-1)
+    return torch.allclose(dots, model.score(users, items), rtol=1e-4, atol=1e-6)
 
 
 class ListScorer:
@@ -154,10 +146,9 @@ class ListScorer:
 
     def __init__(self, model: Recommender) -> None:
         self.model = model
-        self.tables = lookup_tables(model)
-        self.kind = "table" if self.tables is not None else "generic"
+        self.kind = "table" if has_repr_tables(model) else "generic"
 
     def __call__(self, rows: Tensor, cols: Tensor, side: str) -> Tensor:
-        if self.tables is not None:
-            return table_side_scores(self.model, self.tables, rows, cols, side)
+        if self.kind == "table":
+            return table_side_scores(self.model.repr_tables(), rows, cols, side)
         return side_scores(self.model, rows, cols, side)

@@ -70,6 +70,12 @@ class Recommender(nn.Module):
     def item_repr(self, items: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def repr_tables(self) -> tuple[Tensor, Tensor] | None:
+        """(every user's repr [n_users, d], every item's [n_items, d]) for this step, when the scores are their
+        dot products; list distillation then scores long lists without a gather per (row, column) pair.
+        Default: None (the pair form of ``score`` is used)."""
+        return None
+
     def prepare_eval(self, dataset: Dataset, split: str) -> None:
         """Cache whatever ranking needs (propagated embeddings, histories). Default: nothing."""
 

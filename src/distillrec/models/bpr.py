@@ -57,6 +57,9 @@ class BPR(Recommender):
     def full_scores(self, users: Tensor) -> Tensor:
         return self.user_emb(users) @ self.item_emb.weight.T
 
+    def repr_tables(self) -> tuple[Tensor, Tensor]:
+        return self.user_emb.weight, self.item_emb.weight
+
     def user_repr(self, users: Tensor) -> Tensor:
         return self.user_emb(users)
 

@@ -163,6 +163,9 @@ class LightGCN(Recommender):
         all_u, all_i = self.propagate()
         return all_u[users] @ all_i.T
 
+    def repr_tables(self) -> tuple[Tensor, Tensor]:
+        return self.propagate()  # one propagation per call, shared by the whole list
+
     def user_repr(self, users: Tensor) -> Tensor:
         return self.propagate()[0][users]
 
