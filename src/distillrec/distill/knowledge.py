@@ -190,88 +190,67 @@ def _all_reprs(fn, n: int, chunk: int, device: torch.device) -> Tensor:
 
 
 def _lists(block_scores: Callable[[Tensor], Tensor], n_rows: int, n_cols: int, exclude: sp.csr_matrix, k: int,
-           chunk_elems: int, device: torch.device, workers: int = 1) -> tuple[Tensor, Tensor]:
-    """Per row, the k columns of highest score outside ``exclude`` (rows × cols), in teacher order: blocks of
-    rows scored by ``block_scores(rows) -> [B, n_cols]``, masked, and cut by ``topn.select_topk`` (exact,
-    ties by the lower column index). ``workers`` > 1 (CPU): that many blocks at a time, one per thread."""
+           chunk_elems: int, device: torch.device, workers: int = 1, k_cols: int = 0) \
+        -> tuple[tuple[Tensor, Tensor] | None, tuple[Tensor, Tensor] | None]:
+    """Per row, the k columns of highest score outside ``exclude`` (rows × cols), in teacher order, as
+    (ids, values); and with ``k_cols`` > 0, per column the k_cols rows of highest score, from the same pass.
+
+    Blocks of rows are scored by ``block_scores(rows) -> [B, n_cols]``, masked, and cut by
+    ``topn.select_topk`` (exact, ties by the lower index). The column side is for teachers whose scores are not
+    products of representations (a rank ensemble, NeuMF, an autoencoder): scoring a block of *items* for every
+    user costs as much as scoring every item, so each masked block, transposed, extends every column's running
+    top-k_cols rows instead. ``workers`` > 1 (CPU): that many threads, each over a contiguous run of blocks; their
+    column lists are merged in row order."""
+    if not (k or k_cols):
+        return None, None
     indptr, indices = _csr_tensors(exclude, device)
     ids = torch.empty(n_rows, k, dtype=torch.long, device=device)
     vals = torch.empty(n_rows, k, dtype=torch.float32, device=device)
     step = max(1, chunk_elems // n_cols)
-
-    @torch.no_grad()  # grad mode is per thread: the pool's threads do not inherit the caller's no_grad
-    def block(r0: int) -> None:
-        r1 = min(r0 + step, n_rows)
-        scores = block_scores(torch.arange(r0, r1, device=device)).float()
-        _mask_train(scores, indptr, indices, r0, r1)
-        vals[r0:r1], ids[r0:r1] = select_topk(scores, k)
-
-    starts = range(0, n_rows, step)
-    if workers > 1 and device.type == "cpu" and len(starts) > 1:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(block, starts))
-    else:
-        for r0 in starts:
-            block(r0)
-    return ids, vals
-
-
-def _one_pass(user_scores: Callable[[Tensor], Tensor], n_users: int, n_items: int, train: sp.csr_matrix,
-              n_u: int, n_i: int, chunk_elems: int, device: torch.device, workers: int = 1) \
-        -> tuple[tuple[Tensor, Tensor] | None, tuple[Tensor, Tensor] | None]:
-    """Both sides' lists (as ``_lists``: exact, ties by the lower id) from one pass over blocks of users.
-
-    For teachers whose scores are not products of representations (a rank ensemble, NeuMF, an autoencoder),
-    scoring a block of *items* for every user costs as much as scoring every item, so the item side is built
-    here from the user blocks themselves: each masked block, transposed, extends every item's running top-n_i
-    users. ``workers`` threads take contiguous runs of blocks; their lists are merged in user order."""
-    indptr, indices = _csr_tensors(train, device)
-    user_ids = torch.empty(n_users, n_u, dtype=torch.long, device=device)
-    user_vals = torch.empty(n_users, n_u, dtype=torch.float32, device=device)
-    step = max(1, chunk_elems // n_items)
-    starts = list(range(0, n_users, step))
+    starts = list(range(0, n_rows, step))
     n_groups = min(workers, len(starts)) if device.type == "cpu" else 1
     groups = [g.tolist() for g in np.array_split(np.array(starts), n_groups)]
 
-    def merge(vals: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
-        # The running lists come first and hold lower user ids, and select_topk breaks ties by position,
-        # so equal scores stay ordered by user id whatever the blocks.
-        top, pos = select_topk(vals, min(n_i, vals.shape[1]))
-        return top, ids.gather(1, pos)
+    def merge(col_vals: Tensor, col_ids: Tensor) -> tuple[Tensor, Tensor]:
+        # The running lists come first and hold lower row ids, and select_topk breaks ties by position,
+        # so equal scores stay ordered by row id whatever the blocks.
+        top, pos = select_topk(col_vals, min(k_cols, col_vals.shape[1]))
+        return top, col_ids.gather(1, pos)
 
-    @torch.no_grad()
+    @torch.no_grad()  # grad mode is per thread: the pool's threads do not inherit the caller's no_grad
     def run(group: list[int]) -> tuple[Tensor, Tensor]:
-        vals = torch.empty(n_items, 0, device=device)
-        ids = torch.empty(n_items, 0, dtype=torch.long, device=device)
+        col_vals = torch.empty(n_cols, 0, device=device)
+        col_ids = torch.empty(n_cols, 0, dtype=torch.long, device=device)
         for r0 in group:
-            r1 = min(r0 + step, n_users)
-            scores = user_scores(torch.arange(r0, r1, device=device)).float()
+            r1 = min(r0 + step, n_rows)
+            scores = block_scores(torch.arange(r0, r1, device=device)).float()
             _mask_train(scores, indptr, indices, r0, r1)
-            if n_u:
-                user_vals[r0:r1], user_ids[r0:r1] = select_topk(scores, n_u)
-            if n_i:
-                vals = torch.cat([vals, scores.T], dim=1)
-                ids = torch.cat([ids, torch.arange(r0, r1, device=device).expand(n_items, -1)], dim=1)
-                if vals.shape[1] > n_i:
-                    vals, ids = merge(vals, ids)
-        return vals, ids
+            if k:
+                vals[r0:r1], ids[r0:r1] = select_topk(scores, k)
+            if k_cols:
+                col_vals = torch.cat([col_vals, scores.T], dim=1)
+                col_ids = torch.cat([col_ids, torch.arange(r0, r1, device=device).expand(n_cols, -1)], dim=1)
+                if col_vals.shape[1] > k_cols:
+                    col_vals, col_ids = merge(col_vals, col_ids)
+        return col_vals, col_ids
 
     if n_groups > 1:
         with ThreadPoolExecutor(n_groups) as pool:
             parts = list(pool.map(run, groups))
     else:
         parts = [run(g) for g in groups]
-    items = None
-    if n_i:
-        items_vals, items_ids = merge(torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1))
-        items = items_ids, items_vals
-    return ((user_ids, user_vals) if n_u else None), items
+    cols = None
+    if k_cols:
+        col_vals, col_ids = merge(torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1))
+        cols = col_ids, col_vals
+    return ((ids, vals) if k else None), cols
 
 
 def _score_functions(teacher: Recommender, n_users: int, n_items: int, dot: bool, chunk_elems: int) \
         -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor] | None]:
     """(users → [B, n_items], items → [B, n_users]) teacher scores. ``dot``: products of the representations,
-    gathered once; otherwise ``full_scores`` for users and no item function (``_one_pass`` builds that side)."""
+    gathered once; otherwise ``full_scores`` for users and no item function (``_lists`` builds that side
+    from the user pass)."""
     device = teacher.device
     if dot:
         users_repr = _all_reprs(teacher.user_repr, n_users, max(1, chunk_elems // 512), device)
@@ -316,19 +295,16 @@ def compute_knowledge(
                 raise DistillrecError(f"item_side='dot': the scores of teacher {type(teacher).__name__} are not "
                                       "the dot products of its user_repr and item_repr")
             user_scores, item_scores = _score_functions(teacher, n_users, n_items, dot, chunk_elems)
-            if not dot and n_i:
-                users, items = _one_pass(user_scores, n_users, n_items, train, n_u, n_i, chunk_elems, device,
-                                         workers)
-                if users is not None:
-                    out.user_topk, out.user_topk_scores = users
-                out.item_topk, out.item_topk_scores = items
+            if dot:  # each side by its own blocks: a block of items costs only its own products
+                users = _lists(user_scores, n_users, n_items, train, n_u, chunk_elems, device, workers)[0]
+                items = _lists(item_scores, n_items, n_users, train_t, n_i, chunk_elems, device, workers)[0]
             else:
-                if n_u:
-                    out.user_topk, out.user_topk_scores = _lists(user_scores, n_users, n_items, train, n_u,
-                                                                 chunk_elems, device, workers)
-                if n_i:
-                    out.item_topk, out.item_topk_scores = _lists(item_scores, n_items, n_users, train_t, n_i,
-                                                                 chunk_elems, device, workers)
+                users, items = _lists(user_scores, n_users, n_items, train, n_u, chunk_elems, device, workers,
+                                      k_cols=n_i)
+            if users is not None:
+                out.user_topk, out.user_topk_scores = users
+            if items is not None:
+                out.item_topk, out.item_topk_scores = items
         if spec.reprs:
             chunk = max(1, chunk_elems // 512)
             try:
