@@ -45,9 +45,9 @@ def per_item_block(teacher, dataset, spec: KnowledgeSpec, chunk_elems: int) -> t
         return teacher.score(all_users, items.expand(n_users, -1)).T
 
     try:
-        u = kn._lists(teacher.full_scores, n_users, n_items, dataset.train, spec.n_user_topk, chunk_elems, device,
+        u = kn.top_lists(teacher.full_scores, n_users, n_items, dataset.train, spec.n_user_topk, chunk_elems, device,
                       workers)[0]
-        i = kn._lists(item_block, n_items, n_users, dataset.train.T.tocsr(), spec.n_item_topk, chunk_elems, device,
+        i = kn.top_lists(item_block, n_items, n_users, dataset.train.T.tocsr(), spec.n_item_topk, chunk_elems, device,
                       workers)[0]
     finally:
         torch.set_num_threads(saved)

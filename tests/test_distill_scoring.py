@@ -72,3 +72,46 @@ def test_only_dot_product_models_take_the_fast_path():
     assert ListScorer(BPR(10, 8, BPR.Config(embedding_dim=4))).kind == "table"
     assert ListScorer(NeuMF(10, 8)).kind == "generic"
     assert ListScorer(LightGCN(10, 8)).kind == "generic"  # no graph yet: its scores cannot be checked
+
+
+def test_lightgcn_student_propagates_once_per_distillation_step(monkeypatch):
+    """The base loss and both list sides of a step share one propagation (``training_step``); the loss and
+    every gradient equal those of separate propagations, and the next step propagates afresh."""
+    from contextlib import nullcontext
+
+    from distillrec.distill import get_method
+
+    rng = np.random.default_rng(1)
+    n_users, n_items = 60, 70
+    train = sp.csr_matrix((rng.random((n_users, n_items)) < 0.15).astype(np.float32))
+    ds = Dataset("tiny", n_users, n_items, train=train, test=sp.csr_matrix((n_users, n_items)))
+    torch.manual_seed(0)
+    teacher = BPR(n_users, n_items, BPR.Config(embedding_dim=8, init_std=0.5))
+    student = LightGCN.from_dataset(ds, embedding_dim=4, n_layers=2)
+    config = {"n_topk": 20, "n_item_topk": 15, "n_samples": 6, "n_item_samples": 5}
+    d = get_method("dcd").from_teacher(student, teacher, ds, config, seed=0)
+    coo = train.tocoo()
+    batch = {"users": torch.as_tensor(coo.row[:32], dtype=torch.long),
+             "pos_items": torch.as_tensor(coo.col[:32], dtype=torch.long),
+             "neg_items": torch.randint(0, n_items, (32, 1), generator=torch.Generator().manual_seed(0))}
+    calls = []
+    inner = student._propagate
+    monkeypatch.setattr(student, "_propagate", lambda: calls.append(1) or inner())
+
+    def step() -> tuple[list[float], list[torch.Tensor]]:
+        d.on_epoch_start(1)
+        student.zero_grad()
+        calls.clear()
+        terms = d.loss(batch)
+        sum(terms.values()).backward()
+        return [v.item() for v in terms.values()], [student.user_emb.weight.grad.clone(),
+                                                    student.item_emb.weight.grad.clone()]
+
+    shared = step()
+    assert len(calls) == 1 and set(d.loss(batch)) == {"base", "ucd", "icd"}
+    monkeypatch.setattr(student, "training_step", nullcontext)
+    separate = step()
+    assert len(calls) == 3  # base loss, user lists, item lists
+    assert shared[0] == pytest.approx(separate[0], rel=1e-6)
+    for a, b in zip(shared[1], separate[1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

@@ -54,15 +54,16 @@ class UpdateObjective:
             self.replay.new_epoch(epoch)
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        terms = {"base": self.model.loss(batch)}
-        if self.lwckd is not None:
-            terms.update(self.lwckd.terms(self.model, batch["users"], batch["pos_items"]))
-        if self.replay is not None and self.lambda_replay:
-            part = self.replay.next_slice()
-            if part is not None and len(part):
-                logits = self.model.score(part.users, part.items)
-                bce = F.binary_cross_entropy_with_logits(logits, part.labels.to(logits.dtype))
-                terms["replay"] = self.replay_weight * bce
+        with self.model.training_step():  # LightGCN: one propagation for all three terms
+            terms = {"base": self.model.loss(batch)}
+            if self.lwckd is not None:
+                terms.update(self.lwckd.terms(self.model, batch["users"], batch["pos_items"]))
+            if self.replay is not None and self.lambda_replay:
+                part = self.replay.next_slice()
+                if part is not None and len(part):
+                    logits = self.model.score(part.users, part.items)
+                    bce = F.binary_cross_entropy_with_logits(logits, part.labels.to(logits.dtype))
+                    terms["replay"] = self.replay_weight * bce
         return terms
 
     def extra_parameters(self) -> list[nn.Parameter]:

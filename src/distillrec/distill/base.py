@@ -200,9 +200,10 @@ class Distiller(nn.Module):
         if self._epoch is None:
             self.on_epoch_start(1)
         terms: dict[str, Tensor] = {}
-        if self.config.lambda_base:
-            terms["base"] = self.config.lambda_base * self.student.loss(batch)
-        terms.update(self.kd_terms(batch))
+        with self.student.training_step():
+            if self.config.lambda_base:
+                terms["base"] = self.config.lambda_base * self.student.loss(batch)
+            terms.update(self.kd_terms(batch))
         return terms
 
     def kd_terms(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:

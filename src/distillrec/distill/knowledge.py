@@ -166,7 +166,8 @@ def _mask_train(scores: Tensor, indptr: Tensor, indices: Tensor, r0: int, r1: in
     scores[rows, indices[start:end]] = float("-inf")
 
 
-def _csr_tensors(m: sp.csr_matrix, device: torch.device) -> tuple[Tensor, Tensor]:
+def csr_tensors(m: sp.csr_matrix, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(indptr, indices) of ``m`` as int64 tensors on ``device``."""
     return (torch.from_numpy(m.indptr.astype(np.int64)).to(device),
             torch.from_numpy(m.indices.astype(np.int64)).to(device))
 
@@ -189,8 +190,8 @@ def _all_reprs(fn, n: int, chunk: int, device: torch.device) -> Tensor:
                       for i in range(0, n, chunk)])
 
 
-def _lists(block_scores: Callable[[Tensor], Tensor], n_rows: int, n_cols: int, exclude: sp.csr_matrix, k: int,
-           chunk_elems: int, device: torch.device, workers: int = 1, k_cols: int = 0) \
+def top_lists(block_scores: Callable[[Tensor], Tensor], n_rows: int, n_cols: int, exclude: sp.csr_matrix,
+              k: int, chunk_elems: int, device: torch.device, workers: int = 1, k_cols: int = 0) \
         -> tuple[tuple[Tensor, Tensor] | None, tuple[Tensor, Tensor] | None]:
     """Per row, the k columns of highest score outside ``exclude`` (rows × cols), in teacher order, as
     (ids, values); and with ``k_cols`` > 0, per column the k_cols rows of highest score, from the same pass.
@@ -200,10 +201,11 @@ def _lists(block_scores: Callable[[Tensor], Tensor], n_rows: int, n_cols: int, e
     products of representations (a rank ensemble, NeuMF, an autoencoder): scoring a block of *items* for every
     user costs as much as scoring every item, so each masked block, transposed, extends every column's running
     top-k_cols rows instead. ``workers`` > 1 (CPU): that many threads, each over a contiguous run of blocks; their
-    column lists are merged in row order."""
+    column lists are merged in row order. With one worker the blocks are scored in row order (HetComp's
+    ``rank_lists`` relies on it to read each block's raw scores before they are masked)."""
     if not (k or k_cols):
         return None, None
-    indptr, indices = _csr_tensors(exclude, device)
+    indptr, indices = csr_tensors(exclude, device)
     ids = torch.empty(n_rows, k, dtype=torch.long, device=device)
     vals = torch.empty(n_rows, k, dtype=torch.float32, device=device)
     step = max(1, chunk_elems // n_cols)
@@ -249,7 +251,7 @@ def _lists(block_scores: Callable[[Tensor], Tensor], n_rows: int, n_cols: int, e
 def _score_functions(teacher: Recommender, n_users: int, n_items: int, dot: bool, chunk_elems: int) \
         -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor] | None]:
     """(users → [B, n_items], items → [B, n_users]) teacher scores. ``dot``: products of the representations,
-    gathered once; otherwise ``full_scores`` for users and no item function (``_lists`` builds that side
+    gathered once; otherwise ``full_scores`` for users and no item function (``top_lists`` builds that side
     from the user pass)."""
     device = teacher.device
     if dot:
@@ -296,10 +298,10 @@ def compute_knowledge(
                                       "the dot products of its user_repr and item_repr")
             user_scores, item_scores = _score_functions(teacher, n_users, n_items, dot, chunk_elems)
             if dot:  # each side by its own blocks: a block of items costs only its own products
-                users = _lists(user_scores, n_users, n_items, train, n_u, chunk_elems, device, workers)[0]
-                items = _lists(item_scores, n_items, n_users, train_t, n_i, chunk_elems, device, workers)[0]
+                users = top_lists(user_scores, n_users, n_items, train, n_u, chunk_elems, device, workers)[0]
+                items = top_lists(item_scores, n_items, n_users, train_t, n_i, chunk_elems, device, workers)[0]
             else:
-                users, items = _lists(user_scores, n_users, n_items, train, n_u, chunk_elems, device, workers,
+                users, items = top_lists(user_scores, n_users, n_items, train, n_u, chunk_elems, device, workers,
                                       k_cols=n_i)
             if users is not None:
                 out.user_topk, out.user_topk_scores = users

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from distillrec.data.dataset import Dataset
-from distillrec.evaluate.topk import topk as row_topk
+from distillrec.distill.knowledge import csr_tensors, top_lists
 from distillrec.models.base import Recommender
 from distillrec.utils import DistillrecError, atomic_torch_save
 
@@ -160,8 +160,8 @@ def rank_lists(model: Recommender, dataset: Dataset, k: int, chunk_elems: int = 
     """The model's top-``k`` unobserved items per user (int32 [n_users, k], rank order, ties → lower item id)
     and the rank of every training interaction among its user's training items (int32 [nnz], CSR order).
 
-    Users are scored in chunks of ``chunk_elems // n_items``; the model is put in eval mode for this and its
-    training mode restored afterwards."""
+    Users are scored in chunks of ``chunk_elems // n_items`` by ``knowledge.top_lists`` (the teacher-knowledge
+    pass); the model is put in eval mode for this and its training mode restored afterwards."""
     if not 0 < k <= unobserved_limit(dataset):
         raise DistillrecError(f"a top-{k} list of unobserved items needs k in [1, {unobserved_limit(dataset)}] "
                               f"on {dataset.name!r}")
@@ -170,24 +170,24 @@ def rank_lists(model: Recommender, dataset: Dataset, k: int, chunk_elems: int = 
     try:
         model.prepare_eval(dataset, "valid")
         device = model.device
-        indptr = torch.from_numpy(dataset.train.indptr.astype(np.int64)).to(device)
-        indices = torch.from_numpy(dataset.train.indices.astype(np.int64)).to(device)
-        chunk = max(1, chunk_elems // dataset.n_items)
-        tops, obs = [], []
-        for r0 in range(0, dataset.n_users, chunk):
-            r1 = min(r0 + chunk, dataset.n_users)
-            scores = model.full_scores(torch.arange(r0, r1, device=device)).float()
+        indptr, indices = csr_tensors(dataset.train, device)
+        obs: list[Tensor] = []
+
+        def block_scores(users: Tensor) -> Tensor:
+            # the observed items' ranks come from the raw block, before top_lists masks those items out
+            scores = model.full_scores(users).float()
+            r0, r1 = int(users[0]), int(users[-1]) + 1
             start, end = int(indptr[r0]), int(indptr[r1])
             lengths = indptr[r0 + 1:r1 + 1] - indptr[r0:r1]
             rows = torch.repeat_interleave(torch.arange(r1 - r0, device=device), lengths)
-            cols = indices[start:end]
-            obs.append(_ranks_within_rows(scores[rows, cols], rows, indptr[r0:r1] - start))
-            scores[rows, cols] = float("-inf")
-            values, items = row_topk(scores, k)
-            if torch.isnan(values).any():
-                raise DistillrecError(f"{type(model).__name__} produced NaN scores while recording its trajectory")
-            tops.append(items.to(torch.int32).cpu())
-        return torch.cat(tops), torch.cat(obs) if obs else torch.zeros(0, dtype=torch.int32)
+            obs.append(_ranks_within_rows(scores[rows, indices[start:end]], rows, indptr[r0:r1] - start))
+            return scores
+
+        (items, values), _ = top_lists(block_scores, dataset.n_users, dataset.n_items, dataset.train, k,
+                                       chunk_elems, device)
+        if torch.isnan(values).any():
+            raise DistillrecError(f"{type(model).__name__} produced NaN scores while recording its trajectory")
+        return items.to(torch.int32).cpu(), torch.cat(obs) if obs else torch.zeros(0, dtype=torch.int32)
     finally:
         model.train(was_training)
 

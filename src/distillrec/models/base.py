@@ -23,6 +23,8 @@ mode (``model.train()``) drops those caches.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
@@ -75,6 +77,13 @@ class Recommender(nn.Module):
         dot products; list distillation then scores long lists without a gather per (row, column) pair.
         Default: None (the pair form of ``score`` is used)."""
         return None
+
+    @contextmanager
+    def training_step(self) -> Iterator[None]:
+        """The forward of one optimiser step. A distillation loss scores the student several times per step (its
+        base loss, then each list side); a model whose scores all come from one costly pass (LightGCN's
+        propagation) runs that pass once for the whole scope. Default: nothing to share."""
+        yield
 
     def prepare_eval(self, dataset: Dataset, split: str) -> None:
         """Cache whatever ranking needs (propagated embeddings, histories). Default: nothing."""

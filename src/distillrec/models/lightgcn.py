@@ -11,6 +11,8 @@ buffer, so checkpoints hold only the ego embeddings.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -88,6 +90,8 @@ class LightGCN(Recommender):
         for part in ("adj_crow", "adj_col", "adj_val"):
             self.register_buffer(part, None, persistent=False)
         self._cache: tuple[Tensor, Tensor] | None = None
+        self._in_step = False
+        self._step_out: tuple[Tensor, Tensor] | None = None  # this step's propagation, with its autograd graph
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, **hparams: Any) -> LightGCN:
@@ -110,6 +114,10 @@ class LightGCN(Recommender):
     def propagate(self) -> tuple[Tensor, Tensor]:
         """Layer-mean embeddings (users [n_users, d], items [n_items, d]); cached after ``prepare_eval``."""
         training_step = self.training and torch.is_grad_enabled()
+        if training_step and self._in_step:
+            if self._step_out is None:
+                self._step_out = self._propagate()
+            return self._step_out
         if self._cache is not None and not training_step:
             return self._cache
         out = self._propagate()
@@ -140,6 +148,16 @@ class LightGCN(Recommender):
 
     def clear_cache(self) -> None:
         self._cache = None
+
+    @contextmanager
+    def training_step(self) -> Iterator[None]:
+        # One graph for the base loss and every list scored in the step; dropped at the end, before the
+        # optimiser changes the embeddings it was computed from.
+        self._in_step, self._step_out = True, None
+        try:
+            yield
+        finally:
+            self._in_step, self._step_out = False, None
 
     # -- the contract ----------------------------------------------------------------------------------------
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
