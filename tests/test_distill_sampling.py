@@ -16,6 +16,7 @@ from distillrec.distill.sampling import (
     rank_discounted_positions,
     ranks_in_rows,
     sample_uninteresting,
+    weighted_topk,
 )
 from distillrec.utils import DistillrecError
 
@@ -62,6 +63,27 @@ def test_gumbel_topk_never_draws_minus_inf_and_survives_floored_rows():
     assert (out.sort(dim=1).values == torch.arange(5)).all()
     with pytest.raises(ValueError, match="without replacement"):
         gumbel_topk(floor, 6, g)
+
+
+@pytest.mark.parametrize("n_cols", [4, 500])  # 500: DCD's list length, numpy uniforms and the threshold top-k
+def test_weighted_topk_matches_sequential_draws(n_cols):
+    w = [1.0, 2.0, 3.0, 4.0]
+    exact = [wi / 10 + sum(wj / 10 * wi / (10 - wj) for j, wj in enumerate(w) if j != i) for i, wi in enumerate(w)]
+    weights = torch.full((40_000, n_cols), 1e-7)  # the tail at a floor: drawn ~2e-5 of the time at 500 columns
+    weights[:, :4] = torch.tensor(w)
+    draws = weighted_topk(weights, 2, torch.Generator().manual_seed(1))
+    assert (draws[:, 0] != draws[:, 1]).all()
+    freq = torch.bincount(draws.reshape(-1), minlength=n_cols)[:4].float() / 40_000
+    np.testing.assert_allclose(freq.numpy(), exact, atol=0.012)
+    first = torch.bincount(draws[:, 0], minlength=n_cols)[:4].float()  # first column = first draw, P ∝ w
+    assert chi_square(first, torch.tensor(w) / 10) < CHI2_999[3]
+    # A row with fewer weighted entries than k takes them all, then distinct entries from its floor.
+    k = min(6, n_cols)
+    out = weighted_topk(weights[:100], k, torch.Generator().manual_seed(2))
+    assert (out[:, :4].sort(dim=1).values == torch.arange(4)).all()
+    assert all(len(set(row)) == k for row in out.tolist())
+    with pytest.raises(ValueError, match="without replacement"):
+        weighted_topk(weights[:2], n_cols + 1)
 
 
 def test_rank_discounted_positions_distribution_and_order():
