@@ -1,5 +1,7 @@
 """HetComp teacher trajectories: rank lists, the rank-std queue, the recorder in the training loop, the store."""
 
+import json
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -130,6 +132,39 @@ def test_recorder_in_the_training_loop_keeps_k_checkpoints_ending_at_the_best_ep
     assert torch.equal(rank_lists(best, ds, 10)[0], traj.topk[-1])
 
 
+def test_an_interrupted_run_resumes_with_the_same_trajectory(tmp_path):
+    """Cut a recorded run after epoch 5 (the pool thins at epoch 5); resuming from last.pt gives the very
+    trajectory of the uninterrupted run, queue and pool included."""
+    ds = planted_dataset(n_users=120, n_items=80, per_user=12)
+    cfg = TrainConfig(epochs=9, learning_rate=0.05, batch_size=256, eval_every=1, patience=20, device="cpu")
+
+    class Cut:
+        def on_epoch_end(self, trainer, epoch, record):
+            if epoch == 6:
+                raise KeyboardInterrupt  # last.pt is written after the callbacks: it holds epoch 5
+
+    def run(out, callbacks=(), resume=False):
+        torch.manual_seed(0)
+        model = BPR(ds.n_users, ds.n_items, BPR.Config(embedding_dim=8, init_std=0.1))
+        recorder = TrajectoryRecorder(ds, k_checkpoints=3, topk=10, queue_len=3, pool_size=4)
+        Trainer(model, ds, cfg, out_dir=out, progress=False, callbacks=[recorder, *callbacks]).fit(resume=resume)
+        return Trajectory.load(out / FILENAME, ds)
+
+    whole = run(tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", [Cut()])
+    assert torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 5
+    resumed = run(tmp_path / "cut", resume=True)
+    assert resumed.epochs == whole.epochs
+    for field in ("topk", "rank_std", "observed_rank", "observed_std"):
+        assert torch.equal(getattr(resumed, field), getattr(whole, field)), field
+    # other settings than the checkpoint's: a clear error instead of a silently different trajectory
+    model = BPR(ds.n_users, ds.n_items, BPR.Config(embedding_dim=8, init_std=0.1))
+    other = TrajectoryRecorder(ds, k_checkpoints=3, topk=12, queue_len=3, pool_size=4)
+    with pytest.raises(DistillrecError, match="trajectory settings"):
+        Trainer(model, ds, cfg, out_dir=tmp_path / "cut", progress=False, callbacks=[other]).fit(resume=True)
+
+
 def test_default_checkpoints_sit_at_v_over_V_of_the_way_to_the_best_epoch():
     ds = planted_dataset(n_users=30, n_items=40, per_user=6)
     empty = torch.zeros(ds.n_users, 5, dtype=torch.int32)
@@ -156,3 +191,33 @@ def test_recorder_needs_enough_epochs_before_the_best():
         Trainer(model, ds, cfg, progress=False, callbacks=[recorder]).fit()
     with pytest.raises(DistillrecError, match="topk"):
         TrajectoryRecorder(ds, topk=49)
+
+
+def test_a_teacher_set_resumes_a_teacher_cut_short(tmp_path, monkeypatch):
+    from distillrec.teachers import train_teacher_set
+
+    ds = planted_dataset(n_users=120, n_items=80, per_user=12)
+    teachers = {"MF": {"model": {"name": "bpr", "embedding_dim": 8, "init_std": 0.1}}}
+    train = {"epochs": 7, "learning_rate": 0.05, "batch_size": 256, "eval_every": 1, "patience": 20,
+             "valid_metric": "recall@20", "device": "cpu"}
+    kwargs = {"teachers": teachers, "train": train, "trajectory": {"k_checkpoints": 3, "topk": 10, "queue_len": 2}}
+    whole = train_teacher_set(ds, tmp_path / "whole", **kwargs)
+
+    record = TrajectoryRecorder.on_epoch_end
+
+    def cut(self, trainer, epoch, rec):
+        if epoch == 4:
+            raise KeyboardInterrupt
+        record(self, trainer, epoch, rec)
+
+    monkeypatch.setattr(TrajectoryRecorder, "on_epoch_end", cut)
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher_set(ds, tmp_path / "cut", **kwargs)
+    monkeypatch.setattr(TrajectoryRecorder, "on_epoch_end", record)
+    said = []
+    resumed = train_teacher_set(ds, tmp_path / "cut", echo=said.append, **kwargs)
+    assert any("resuming" in line for line in said)
+    first = [json.loads(line)["epoch"] for line in (tmp_path / "cut" / "MF" / "log.jsonl").read_text().splitlines()]
+    assert first == list(range(1, 8))  # epochs 1–3 kept, 4–7 run once
+    a, b = (Trajectory.load(t.path / "MF" / FILENAME, ds) for t in (whole, resumed))
+    assert a.epochs == b.epochs and torch.equal(a.topk, b.topk) and torch.equal(a.rank_std, b.rank_std)

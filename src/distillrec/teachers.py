@@ -4,8 +4,9 @@ A teacher-set directory holds one run directory per teacher (``config.yaml``, ``
 ``results.json``, ``checkpoints/``, plus ``trajectory.pt``) and ``teacher_set.json``, the manifest: the data
 set section, its fingerprint, the trajectory settings and per teacher its model, run directory, trajectory
 file, checkpoint epochs, size, scoring latency and accuracy. The manifest is rewritten after every finished
-teacher, so an interrupted set keeps the teachers it has; running the same call again reuses them (a
-teacher whose run was cut short is trained again from scratch: its trajectory cannot be resumed).
+teacher, so an interrupted set keeps the teachers it has; running the same call again reuses them, and a
+teacher whose run was cut short resumes from its ``last.pt`` (which carries the trajectory recorder's state)
+when its run configuration is unchanged, otherwise it is trained again from scratch.
 
 - ``train_with_trajectory(dataset, model, k_checkpoints, …)``: one model trained by the usual loop with a
   ``TrajectoryRecorder`` callback (``TrainConfig`` has no trajectory switch);
@@ -124,17 +125,18 @@ def _fit(model: Recommender, dataset: Dataset, config: RunConfig, out: str | Pat
 def train_with_trajectory(
     dataset: Dataset, model: Recommender, k_checkpoints: int = 4, *, config: RunConfig | None = None,
     out: str | Path | None = None, topk: int = 100, queue_len: int = 5, queue_topk: int | None = None,
-    every: int = 1, overwrite: bool = False, progress: bool | None = None,
+    every: int = 1, overwrite: bool = False, resume: bool = False, progress: bool | None = None,
     echo: Callable[[str], None] | None = None, start: str = "interval",
 ) -> tuple[Run, Trajectory]:
     """Train ``model`` with the usual loop while recording ``k_checkpoints`` trajectory checkpoints (the last
-    = the best model); with ``out`` the run directory gets ``trajectory.pt`` too."""
+    = the best model); with ``out`` the run directory gets ``trajectory.pt`` too. ``resume``: continue the
+    run in ``out`` from its ``last.pt``, trajectory included."""
     if config is None:
         config = resolve_config(base={"dataset": {"name": dataset.name}, "model": {"name": model.name,
                                                                                   **model.hparams()}})
     recorder = TrajectoryRecorder(dataset, k_checkpoints, topk, queue_len, queue_topk, every, start=start)
-    run, _ = _fit(model, dataset, config, out, callbacks=[recorder], overwrite=overwrite, progress=progress,
-                  echo=echo)
+    run, _ = _fit(model, dataset, config, out, callbacks=[recorder], overwrite=overwrite, resume=resume,
+                  progress=progress, echo=echo)
     assert recorder.trajectory is not None  # on_fit_end always builds it or raises
     return run, recorder.trajectory
 
@@ -222,13 +224,14 @@ def train_teacher_set(
             echo(f"teacher {name}: reusing {out / prev['run_dir']}")
             manifest["teachers"].append(prev)
             continue
-        echo(f"teacher {name} ({run_cfg.model_name}): training → {out / name}")
+        resume = _resumable(out / name, run_cfg)
+        echo(f"teacher {name} ({run_cfg.model_name}): {'resuming' if resume else 'training'} → {out / name}")
         seed_everything(run_cfg.train.seed)
         model = build_model(run_cfg, data)
         run, traj = train_with_trajectory(data, model, tj.k_checkpoints, config=run_cfg, out=out / name,
                                           topk=tj.topk, queue_len=tj.queue_len, queue_topk=tj.queue_topk,
-                                          every=tj.every, start=tj.start, overwrite=True, progress=progress,
-                                          echo=None)
+                                          every=tj.every, start=tj.start, overwrite=True, resume=resume,
+                                          progress=progress, echo=None)
         results = json.loads((out / name / "results.json").read_text())
         manifest["teachers"].append({
             "name": name, "model": run_cfg.model_name, "model_hparams": run_cfg.model_hparams, "key": key,
@@ -239,6 +242,19 @@ def train_teacher_set(
         atomic_write_json(out / MANIFEST, manifest)  # after every teacher: an interrupted set keeps it
     atomic_write_json(out / MANIFEST, manifest)
     return TeacherSet(out, data, manifest)
+
+
+def _resumable(run_dir: Path, cfg: RunConfig) -> bool:
+    """Whether ``run_dir`` holds a cut-short run of this very configuration whose last.pt carries a trajectory
+    recorder's state (the recorder itself checks its settings and the training data on load)."""
+    last, written = run_dir / "checkpoints" / "last.pt", run_dir / "config.yaml"
+    if not (last.exists() and written.exists()):
+        return False
+    try:
+        same = yaml.safe_load(written.read_text()) == cfg.to_plain()
+        return same and any(isinstance(c, dict) for c in load_checkpoint(last).get("callbacks") or [])
+    except (DistillrecError, yaml.YAMLError):
+        return False  # unreadable: train it again
 
 
 def _config_key(cfg: RunConfig, tj: TrajectoryConfig) -> str:

@@ -23,7 +23,7 @@ from distillrec.commands import echo_err, format_table, markdown, num
                    "or trajectory.KEY=… (k_checkpoints, topk, queue_len, every)")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="teacher-set directory to write")
 @click.option("--resume", is_flag=True,
-              help="continue the set in --out: finished teachers are reused, one cut short is trained again")
+              help="continue the set in --out: finished teachers are reused, one cut short resumes")
 def teachers_cmd(dataset, names, config_file, overrides, out, resume) -> None:
     """Train a heterogeneous teacher set, each teacher with its trajectory (for `distill --teachers`)."""
     from distillrec.config import parse_overrides

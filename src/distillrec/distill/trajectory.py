@@ -26,7 +26,8 @@ partly trained model; ``start="first"`` puts checkpoint 0 at the first recorded 
 untrained model ranks like popularity, and a small student that first fits it collapses onto one direction
 and then barely moves (ml-100k, MF dim 6: valid Recall@50 stuck at 0.26-0.32 for 50 epochs after the switch,
 against 0.57 when the curriculum starts one checkpoint later). The result is saved atomically as
-``trajectory.pt`` in the run directory.
+``trajectory.pt`` in the run directory. The recorder's own state (queue, pool, best) travels in the trainer's
+``last.pt`` (``state_dict`` / ``load_state_dict``), so a teacher cut short resumes with its trajectory.
 """
 
 from __future__ import annotations
@@ -256,6 +257,40 @@ class TrajectoryRecorder:
         self._last: _Snapshot | None = None
         self.trajectory: Trajectory | None = None
         self.path: Path | None = None
+
+    # -- resume: the state travels in the trainer's last.pt (plain tensors and numbers: weights_only loads it)
+    def _settings(self) -> dict[str, Any]:
+        return {"k_checkpoints": self.k_checkpoints, "topk": self.topk, "queue_len": self.queue_len,
+                "queue_topk": self.queue_topk, "every": self.every, "pool_size": self.pool_size,
+                "start": self.start, "train_hash": train_hash(self.dataset.train)}
+
+    def state_dict(self) -> dict[str, Any]:
+        snapshots: dict[int, dict[str, Any]] = {}
+
+        def ref(snap: _Snapshot | None) -> int | None:
+            if snap is None:
+                return None
+            snapshots[snap.epoch] = vars(snap)  # pool, best and last share snapshots: stored once
+            return snap.epoch
+
+        return {"settings": self._settings(), "queue": [list(q) for q in self._queue],
+                "pool": [[i, ref(snap)] for i, snap in self._pool], "stride": self._stride,
+                "n_recorded": self._n_recorded, "best": ref(self._best), "best_score": self._best_score,
+                "last": ref(self._last), "snapshots": snapshots}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("settings") != self._settings():
+            raise DistillrecError(f"trajectory settings or training data differ from the checkpoint's "
+                                  f"({state.get('settings')} vs {self._settings()}); start the run over")
+        # the trainer maps its checkpoint to the model's device; the recorder keeps its lists on the CPU
+        snaps = {e: _Snapshot(**{k: v.cpu() if isinstance(v, Tensor) else v for k, v in d.items()})
+                 for e, d in state["snapshots"].items()}
+        self._queue = deque((tuple(t.cpu() for t in q) for q in state["queue"]), maxlen=self.queue_len)
+        self._pool = [(i, snaps[e]) for i, e in state["pool"]]
+        self._stride, self._n_recorded = state["stride"], state["n_recorded"]
+        self._best = snaps[state["best"]] if state["best"] is not None else None
+        self._best_score = state["best_score"]
+        self._last = snaps[state["last"]] if state["last"] is not None else None
 
     def record(self, model: Recommender, epoch: int) -> _Snapshot:
         """Rank everything with the model now, push it into the queue and return the epoch's snapshot."""

@@ -124,8 +124,8 @@ class Trainer:
             history.append(record)
             if improved:
                 self._save_best(epoch)
+            self._call("on_epoch_end", self, epoch, record)  # before last.pt, which holds the callbacks' state
             self._save_last(state)
-            self._call("on_epoch_end", self, epoch, record)
             self._log(record)
             self.echo(_format_record(record, cfg.valid_metric))
             if not math.isfinite(sum(terms.values())):
@@ -224,6 +224,7 @@ class Trainer:
             payload["optimizer"] = self.optimizer.state_dict()
         if isinstance(self.distiller, nn.Module):
             payload["distiller"] = self.distiller.state_dict()
+        payload["callbacks"] = [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.callbacks]
         save_checkpoint(path, payload)
 
     def _restore(self, path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -236,6 +237,13 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if isinstance(self.distiller, nn.Module) and "distiller" in ckpt:
             self.distiller.load_state_dict(ckpt["distiller"])
+        saved = ckpt.get("callbacks") or []
+        for i, cb in enumerate(self.callbacks):
+            if hasattr(cb, "load_state_dict"):
+                if i >= len(saved) or saved[i] is None:
+                    raise DistillrecError(f"{path}: holds no state for {type(cb).__name__} (written without it); "
+                                          "start the run over")
+                cb.load_state_dict(saved[i])
         state = {k: ckpt[k] for k in ("epoch", "best_epoch", "best_score", "bad_evals", "train_seconds")}
         history = self._truncate_log(state["epoch"])
         return state, history
