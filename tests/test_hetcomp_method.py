@@ -19,6 +19,7 @@ from distillrec.distill.hetcomp import (
     discrepancy,
     dkc_step,
     dkc_threshold,
+    sampled_tail_logsumexp,
     switch_mask,
 )
 from distillrec.distill.trajectory import Trajectory, train_hash
@@ -184,6 +185,40 @@ def test_no_switch_when_the_student_does_not_move_and_the_threshold_is_above_one
     assert hc.selection.eq(0).all() and hc.phase == 1
     hc.load_state_dict({**hc.state_dict(), "selection": torch.full((6, 2), 2)})
     assert hc.top.tolist() == ens.topk(4).tolist()  # restored state rebuilds T_u
+
+
+@pytest.mark.parametrize("phase", [1, 2])
+def test_a_sampled_tail_that_draws_the_whole_pool_is_the_exact_loss(phase):
+    """Every toy user has 12 − 3 train − 4 listed = 5 tail items: 5 draws without replacement are all of them,
+    so the estimate log(5/5) + logsumexp is exact, and so are the loss and its gradients."""
+    ds, ens = toy_ensemble(v=3)
+    out = []
+    for tail_samples in (None, 5):
+        torch.manual_seed(0)
+        student = BPR(ds.n_users, ds.n_items, BPR.Config(embedding_dim=4, init_std=0.5))
+        hc = HetComp(student, ens, ds, small_config(tail_samples=tail_samples))
+        hc.dkc_state[0] = phase
+        hc.on_epoch_start(1)
+        terms = hc.loss(batch(ds))
+        sum(terms.values()).backward()
+        out.append((set(terms), sum(terms.values()).item(), student.user_emb.weight.grad, student.item_emb.weight.grad))
+    (names, exact, *grads), (names_s, sampled, *grads_s) = out
+    assert names == names_s == ({"overall"} if phase == 1 else {"rank"})
+    assert sampled == pytest.approx(exact, rel=1e-5)
+    for a, b in zip(grads, grads_s):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_sampled_tail_estimate_by_hand_and_unbiased_sum():
+    # log(pool / M) + log Σ e^s: pool 10, draws scoring 0 and log 3 → log(10/2 · 4) = log 20
+    assert sampled_tail_logsumexp(torch.tensor([[0.0, math.log(3)]]), torch.tensor([10])).item() == pytest.approx(
+        math.log(20), rel=1e-6)
+    # the sum (not its log) is unbiased: average e^estimate over many 3-of-8 uniform draws
+    g = torch.Generator().manual_seed(0)
+    s = torch.linspace(-1, 2, 8)
+    draws = torch.rand(20_000, 8, generator=g).argsort(dim=1)[:, :3]
+    est = sampled_tail_logsumexp(s[draws], torch.full((20_000,), 8)).exp().mean()
+    assert est.item() == pytest.approx(s.exp().sum().item(), rel=0.02)
 
 
 def test_config_and_construction_errors():

@@ -43,6 +43,7 @@ from distillrec.distill.base import Distiller, MethodConfig, batch_field, regist
 from distillrec.distill.ensemble import TeacherEnsemble
 from distillrec.distill.knowledge import TeacherKnowledge
 from distillrec.distill.losses import relaxed_pl_loss, set_softmax_loss
+from distillrec.distill.sampling import PairIndex, sample_uninteresting
 from distillrec.distill.trajectory import rank_lists
 from distillrec.models.base import Recommender
 from distillrec.utils import DistillrecError
@@ -69,6 +70,9 @@ class HetCompConfig(MethodConfig):
     discrepancy_decimals: int | None = Field(4, ge=0)  # the code rounds δ to 4 decimals; None = exact
     phase2_rule: Literal["fraction", "rounded_mean"] = "fraction"
     phase2_frac: float = Field(1.0, gt=0, le=1)  # "fraction": share of (user, teacher) pairs at the final ckpt
+    # None = the exact tail over every unobserved item outside T_u (the authors'). M = estimate it from M
+    # uniform draws per user and step (sampled softmax): the student scores K + K_o + M items, not all of them.
+    tail_samples: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _check_lengths(self) -> HetCompConfig:
@@ -166,12 +170,16 @@ def akt_overall_loss(scores: Tensor, observed: Tensor, observed_len: Tensor, top
     outside T_u. ``scores`` [B, n_items] (student), ``observed`` [B, K_o] (valid up to ``observed_len`` [B]),
     ``top`` [B, K], ``train_mask`` bool [B, n_items] (every observed item)."""
     tail = _tail_logsumexp(scores, train_mask, top)
-    per_user = set_softmax_loss(scores.gather(1, top), tail.unsqueeze(1), reduction="none")
-    valid = torch.arange(observed.shape[1], device=scores.device) < observed_len.unsqueeze(1)
+    return overall_loss(scores.gather(1, top), scores.gather(1, observed), observed_len, tail, reduction)
+
+
+def overall_loss(s_top: Tensor, s_obs: Tensor, observed_len: Tensor, tail: Tensor, reduction: str = "mean") -> Tensor:
+    """Phase 1 from the list scores ``s_top`` [B, K], ``s_obs`` [B, K_o] and the tail's log-sum-exp [B]."""
+    per_user = set_softmax_loss(s_top, tail.unsqueeze(1), reduction="none")
+    valid = torch.arange(s_obs.shape[1], device=s_obs.device) < observed_len.unsqueeze(1)
     rows = valid.nonzero()[:, 0]
     # Each observed item competes with the tail alone: one row per valid (user, item) pair, no padding.
-    obs_terms = set_softmax_loss(scores.gather(1, observed)[valid].unsqueeze(1), tail[rows].unsqueeze(1),
-                                 reduction="none")
+    obs_terms = set_softmax_loss(s_obs[valid].unsqueeze(1), tail[rows].unsqueeze(1), reduction="none")
     return _reduce(per_user.index_add(0, rows, obs_terms), reduction)
 
 
@@ -181,11 +189,16 @@ def akt_rank_loss(scores: Tensor, observed: Tensor, observed_len: Tensor, top: T
     items outside T_u[:n] (shapes as in ``akt_overall_loss``)."""
     ranked = top[:, :n_ranked]
     tail = _tail_logsumexp(scores, train_mask, ranked)
-    s_top = scores.gather(1, ranked)
+    return rank_loss(scores.gather(1, ranked), scores.gather(1, observed), observed_len, tail, n_emphasis,
+                     reduction)
+
+
+def rank_loss(s_top: Tensor, s_obs: Tensor, observed_len: Tensor, tail: Tensor, n_emphasis: int = 10,
+              reduction: str = "mean") -> Tensor:
+    """Phase 2 from the scores of T_u[:n_ranked] ``s_top``, of P_u ``s_obs`` and N^{n_ranked}'s log-sum-exp."""
     tail_emph = torch.logaddexp(tail, torch.logsumexp(s_top[:, n_emphasis:], dim=1))  # + T_u[10:50]
     per_user = 0.5 * (relaxed_pl_loss(s_top, bag_logsumexp=tail, reduction="none")
                       + relaxed_pl_loss(s_top[:, :n_emphasis], bag_logsumexp=tail_emph, reduction="none"))
-    s_obs = scores.gather(1, observed)
     # Users with equal list lengths share one kernel call: at most K_o calls, never a loop over users.
     for length in observed_len.unique().tolist():
         if length == 0:
@@ -194,6 +207,12 @@ def akt_rank_loss(scores: Tensor, observed: Tensor, observed_len: Tensor, top: T
         terms = relaxed_pl_loss(s_obs[rows, :length], bag_logsumexp=tail[rows], reduction="none")
         per_user = per_user.index_add(0, rows, terms)
     return _reduce(per_user, reduction)
+
+
+def sampled_tail_logsumexp(s_sample: Tensor, pool: Tensor) -> Tensor:
+    """log Σ_{j ∈ pool} e^{s_j} estimated from M uniform draws ``s_sample`` [B, M] out of ``pool`` [B] items:
+    log(pool / M) + log Σ_m e^{s_m} (the sum is unbiased; its log slightly low, as in sampled softmax)."""
+    return torch.logsumexp(s_sample, dim=1) + (pool.float() / s_sample.shape[1]).log()
 
 
 # -- the method -------------------------------------------------------------------------------------------------
@@ -227,6 +246,8 @@ class HetComp(Distiller):
         self.register_buffer("observed", observed, persistent=False)
         self.register_buffer("observed_len", observed_len, persistent=False)
         self.register_buffer("top", self.ensemble.topk(c.n_topk, self.selection), persistent=False)
+        # the sampled tail draws outside train ∪ T_u (non-persistent buffers: checkpoints are unchanged)
+        self.train_pairs = PairIndex(dataset.train).to(self.device) if c.tail_samples else None
 
     @classmethod
     def from_teacher_set(cls, student: Recommender, teacher_set_dir: str | Path, dataset: Dataset,
@@ -323,9 +344,31 @@ class HetComp(Distiller):
     def kd_terms(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         c = self.config
         users = batch_field(batch, "users", self.name).unique()
+        if c.tail_samples:
+            return self._sampled_terms(users)
         scores = self.student.full_scores(users)
         args = (scores, self.observed[users], self.observed_len[users], self.top[users], self.train_mask(users))
         if self.phase == 1:
             return {"overall": c.lambda_overall * akt_overall_loss(*args, reduction=c.reduction)}
         return {"rank": c.lambda_rank * akt_rank_loss(*args, n_ranked=c.n_ranked, n_emphasis=c.n_emphasis,
                                                       reduction=c.reduction)}
+
+    def _sampled_terms(self, users: Tensor) -> dict[str, Tensor]:
+        """AKT with the tail estimated from ``tail_samples`` uniform draws outside train ∪ T_u: one list of
+        K + K_o + M scores per user through the student's list scorer."""
+        c = self.config
+        top = self.top[users]
+        draws = sample_uninteresting(users, c.tail_samples, self.train_pairs, top.sort(dim=1).values,
+                                     self.generator(), replace_short=True)
+        k, k_obs = top.shape[1], self.observed.shape[1]
+        scores = self.list_scores(users, torch.cat([top, self.observed[users], draws], dim=1), "user")
+        s_top, s_obs, s_tail = scores.split([k, k_obs, c.tail_samples], dim=1)
+        pool = self.n_items - self.train_pairs.counts[users] - k
+        tail = sampled_tail_logsumexp(s_tail, pool)  # N_u: outside train and all of T_u
+        observed_len = self.observed_len[users]
+        if self.phase == 1:
+            return {"overall": c.lambda_overall * overall_loss(s_top, s_obs, observed_len, tail, c.reduction)}
+        if c.n_ranked < k:  # N^{n_ranked} also holds T_u[n_ranked:], scored exactly
+            tail = torch.logaddexp(tail, torch.logsumexp(s_top[:, c.n_ranked:], dim=1))
+        return {"rank": c.lambda_rank * rank_loss(s_top[:, :c.n_ranked], s_obs, observed_len, tail, c.n_emphasis,
+                                                  c.reduction)}
