@@ -178,8 +178,10 @@ def test_phase_changes_after_dkc_brings_every_pair_to_the_final_checkpoint():
 
 def test_no_switch_when_the_student_does_not_move_and_the_threshold_is_above_one():
     ds, ens = toy_ensemble(v=3)
+    torch.manual_seed(0)  # an unseeded student matched some teacher's top-4 exactly ~1 run in 10: δ = 0 switches
     student = BPR(ds.n_users, ds.n_items, BPR.Config(embedding_dim=4))
     hc = HetComp(student, ens, ds, small_config(dkc_every=1, alpha=1.05, switch_below_one=False))
+    assert (hc.discrepancies() > 0).all()  # the premise: no pair is matched already
     for epoch in range(1, 5):  # the student is never trained: δ̄/δ = 1 < θ
         hc.on_epoch_start(epoch)
     assert hc.selection.eq(0).all() and hc.phase == 1
@@ -188,12 +190,12 @@ def test_no_switch_when_the_student_does_not_move_and_the_threshold_is_above_one
 
 
 @pytest.mark.parametrize("phase", [1, 2])
-def test_a_sampled_tail_that_draws_the_whole_pool_is_the_exact_loss(phase):
-    """Every toy user has 12 − 3 train − 4 listed = 5 tail items: 5 draws without replacement are all of them,
-    so the estimate log(5/5) + logsumexp is exact, and so are the loss and its gradients."""
+def test_the_sampled_tail_is_exact_with_every_item_and_unbiased_with_fewer(phase):
+    """tail_samples ≥ n_items draws every item once: the exact loss and gradients. With 4 draws of 12, the
+    average of e^(estimated tail) over many steps is the exact tail sum."""
     ds, ens = toy_ensemble(v=3)
     out = []
-    for tail_samples in (None, 5):
+    for tail_samples in (None, 12):
         torch.manual_seed(0)
         student = BPR(ds.n_users, ds.n_items, BPR.Config(embedding_dim=4, init_std=0.5))
         hc = HetComp(student, ens, ds, small_config(tail_samples=tail_samples))
@@ -210,15 +212,17 @@ def test_a_sampled_tail_that_draws_the_whole_pool_is_the_exact_loss(phase):
 
 
 def test_sampled_tail_estimate_by_hand_and_unbiased_sum():
-    # log(pool / M) + log Σ e^s: pool 10, draws scoring 0 and log 3 → log(10/2 · 4) = log 20
-    assert sampled_tail_logsumexp(torch.tensor([[0.0, math.log(3)]]), torch.tensor([10])).item() == pytest.approx(
-        math.log(20), rel=1e-6)
-    # the sum (not its log) is unbiased: average e^estimate over many 3-of-8 uniform draws
+    # log(n_items / M) + log Σ_kept e^s: 10 items, 3 draws scoring 0, log 3 (kept) and 5 (not) → log(10/3 · 4)
+    got = sampled_tail_logsumexp(torch.tensor([[0.0, math.log(3), 5.0]]), torch.tensor([[True, True, False]]), 10)
+    assert got.item() == pytest.approx(math.log(40 / 3), rel=1e-6)
+    assert sampled_tail_logsumexp(torch.zeros(1, 2), torch.zeros(1, 2, dtype=torch.bool), 10).item() == -math.inf
+    # the sum (not its log) is unbiased: 4 draws with replacement of 12 items, of which 8 are in the tail
     g = torch.Generator().manual_seed(0)
-    s = torch.linspace(-1, 2, 8)
-    draws = torch.rand(20_000, 8, generator=g).argsort(dim=1)[:, :3]
-    est = sampled_tail_logsumexp(s[draws], torch.full((20_000,), 8)).exp().mean()
-    assert est.item() == pytest.approx(s.exp().sum().item(), rel=0.02)
+    s = torch.linspace(-1, 2, 12)
+    keep_item = torch.arange(12) % 3 != 0
+    draws = torch.randint(0, 12, (40_000, 4), generator=g)
+    est = sampled_tail_logsumexp(s[draws], keep_item[draws], 12).exp().mean()
+    assert est.item() == pytest.approx(s[keep_item].exp().sum().item(), rel=0.02)
 
 
 def test_config_and_construction_errors():

@@ -43,7 +43,6 @@ from distillrec.distill.base import Distiller, MethodConfig, batch_field, regist
 from distillrec.distill.ensemble import TeacherEnsemble
 from distillrec.distill.knowledge import TeacherKnowledge
 from distillrec.distill.losses import relaxed_pl_loss, set_softmax_loss
-from distillrec.distill.sampling import PairIndex, sample_uninteresting
 from distillrec.distill.trajectory import rank_lists
 from distillrec.models.base import Recommender
 from distillrec.utils import DistillrecError
@@ -71,7 +70,7 @@ class HetCompConfig(MethodConfig):
     phase2_rule: Literal["fraction", "rounded_mean"] = "fraction"
     phase2_frac: float = Field(1.0, gt=0, le=1)  # "fraction": share of (user, teacher) pairs at the final ckpt
     # None = the exact tail over every unobserved item outside T_u (the authors'). M = estimate it from M
-    # uniform draws per user and step (sampled softmax): the student scores K + K_o + M items, not all of them.
+    # uniform draws per step (sampled softmax): the student scores K + K_o + M items per user, not all of them.
     tail_samples: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
@@ -209,10 +208,13 @@ def rank_loss(s_top: Tensor, s_obs: Tensor, observed_len: Tensor, tail: Tensor, 
     return _reduce(per_user, reduction)
 
 
-def sampled_tail_logsumexp(s_sample: Tensor, pool: Tensor) -> Tensor:
-    """log Σ_{j ∈ pool} e^{s_j} estimated from M uniform draws ``s_sample`` [B, M] out of ``pool`` [B] items:
-    log(pool / M) + log Σ_m e^{s_m} (the sum is unbiased; its log slightly low, as in sampled softmax)."""
-    return torch.logsumexp(s_sample, dim=1) + (pool.float() / s_sample.shape[1]).log()
+def sampled_tail_logsumexp(s_draws: Tensor, keep: Tensor, n_items: int) -> Tensor:
+    """log Σ_{j ∈ N_u} e^{s_uj} estimated from M uniform draws over all ``n_items`` items (with replacement,
+    shared by the batch): log(n_items / M) + log Σ_m keep_um · e^{s_um}, ``keep`` [B, M] = whether draw m lies
+    in N_u. The sum is unbiased (its log slightly low, as in sampled softmax); M = n_items with every item
+    drawn once is exact. A row that kept no draw gives −inf (no tail)."""
+    m = s_draws.shape[1]
+    return torch.logsumexp(s_draws.masked_fill(~keep, float("-inf")), dim=1) + math.log(n_items / m)
 
 
 # -- the method -------------------------------------------------------------------------------------------------
@@ -246,8 +248,6 @@ class HetComp(Distiller):
         self.register_buffer("observed", observed, persistent=False)
         self.register_buffer("observed_len", observed_len, persistent=False)
         self.register_buffer("top", self.ensemble.topk(c.n_topk, self.selection), persistent=False)
-        # the sampled tail draws outside train ∪ T_u (non-persistent buffers: checkpoints are unchanged)
-        self.train_pairs = PairIndex(dataset.train).to(self.device) if c.tail_samples else None
 
     @classmethod
     def from_teacher_set(cls, student: Recommender, teacher_set_dir: str | Path, dataset: Dataset,
@@ -354,17 +354,26 @@ class HetComp(Distiller):
                                                       reduction=c.reduction)}
 
     def _sampled_terms(self, users: Tensor) -> dict[str, Tensor]:
-        """AKT with the tail estimated from ``tail_samples`` uniform draws outside train ∪ T_u: one list of
-        K + K_o + M scores per user through the student's list scorer."""
+        """AKT with the tail estimated from ``tail_samples`` uniform draws shared by the batch's users (one
+        [B, K + K_o + M] list through the student's list scorer instead of [B, n_items] scores)."""
         c = self.config
         top = self.top[users]
-        draws = sample_uninteresting(users, c.tail_samples, self.train_pairs, top.sort(dim=1).values,
-                                     self.generator(), replace_short=True)
+        if c.tail_samples >= self.n_items:  # every item once: the exact tail
+            draws = torch.arange(self.n_items, device=self.device)
+        else:
+            draws = torch.randint(0, self.n_items, (c.tail_samples,), generator=self.generator(), device=self.device)
+        excluded = self.train_mask(users)
+        excluded.scatter_(1, top, True)
         k, k_obs = top.shape[1], self.observed.shape[1]
-        scores = self.list_scores(users, torch.cat([top, self.observed[users], draws], dim=1), "user")
-        s_top, s_obs, s_tail = scores.split([k, k_obs, c.tail_samples], dim=1)
-        pool = self.n_items - self.train_pairs.counts[users] - k
-        tail = sampled_tail_logsumexp(s_tail, pool)  # N_u: outside train and all of T_u
+        if self.list_scorer.kind == "table":  # shared draws: one [B, d] × [d, M] product
+            s_top, s_obs = self.list_scores(users, torch.cat([top, self.observed[users]], dim=1), "user").split(
+                [k, k_obs], dim=1)
+            user_table, item_table = self.student.repr_tables()
+            s_draws = user_table[users] @ item_table[draws].T
+        else:
+            cols = torch.cat([top, self.observed[users], draws.expand(len(users), -1)], dim=1)
+            s_top, s_obs, s_draws = self.list_scores(users, cols, "user").split([k, k_obs, draws.numel()], dim=1)
+        tail = sampled_tail_logsumexp(s_draws, ~excluded[:, draws], self.n_items)  # N_u: outside train and T_u
         observed_len = self.observed_len[users]
         if self.phase == 1:
             return {"overall": c.lambda_overall * overall_loss(s_top, s_obs, observed_len, tail, c.reduction)}
