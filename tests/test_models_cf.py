@@ -296,6 +296,10 @@ def test_bpr_and_neumf_losses_by_hand():
     logits = nmf.score(torch.tensor([0]), torch.tensor([[0, 1, 2]]))[0]
     bce = -(torch.log(torch.sigmoid(logits[0])) + torch.log(1 - torch.sigmoid(logits[1:])).sum()) / 3
     assert nmf.loss(batch).item() == pytest.approx(bce.item(), rel=1e-5)
+    nmf_bpr = NeuMF(1, 3, NeuMF.Config(embedding_dim=2, mlp_layers=[4, 2], loss_type="bpr"))
+    nmf_bpr.load_state_dict(nmf.state_dict())
+    pairwise = -(torch.log(torch.sigmoid(logits[0] - logits[1])) + torch.log(torch.sigmoid(logits[0] - logits[2]))) / 2
+    assert nmf_bpr.loss(batch).item() == pytest.approx(pairwise.item(), rel=1e-5)
 
 
 def test_pop_ranks_by_training_count_and_round_trips():

@@ -2,7 +2,8 @@
 
 Reference: X. He, L. Liao, H. Zhang, L. Nie, X. Hu, T.-S. Chua. "Neural Collaborative Filtering." WWW 2017
 (code: github.com/hexiangnan/neural_collaborative_filtering). Trained pointwise with binary cross-entropy: the
-positive is labelled 1 and every sampled negative 0 (the paper samples 4 negatives per positive). Trained from
+positive is labelled 1 and every sampled negative 0 (the paper samples 4 negatives per positive); ``loss_type:
+bpr`` trains the same network pairwise instead. Trained from
 scratch here (the paper's GMF/MLP pre-training is optional there and not done).
 
 Scoring every item for a batch of users runs the MLP on B × n_items pairs; ``full_scores`` processes items in
@@ -12,6 +13,7 @@ chunks so the hidden activations never exceed ``chunk_elements`` floats.
 from __future__ import annotations
 
 from itertools import pairwise
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,7 @@ from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from distillrec.models.base import ModelConfig, Recommender
+from distillrec.models.bpr import bpr_loss
 from distillrec.models.registry import register_model
 
 
@@ -33,6 +36,9 @@ class NeuMF(Recommender):
         embedding_dim: int = Field(8, gt=0)  # GMF factors
         mlp_layers: list[int] = Field(default_factory=lambda: [64, 32, 16, 8])
         init_std: float = Field(0.01, gt=0)
+        # "bce": NCF's pointwise log loss (positive 1, each sampled negative 0); "bpr": the pairwise BPR loss
+        # on the same logits, the ranking objective of the distillation papers' BPR base model
+        loss_type: Literal["bce", "bpr"] = "bce"
 
         @field_validator("mlp_layers")
         @classmethod
@@ -80,6 +86,8 @@ class NeuMF(Recommender):
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         items = torch.cat([batch["pos_items"].unsqueeze(1), batch["neg_items"]], dim=1)
         logits = self._logits(batch["users"], items)
+        if self.config.loss_type == "bpr":
+            return bpr_loss(logits[:, 0], logits[:, 1:])
         labels = torch.zeros_like(logits)
         labels[:, 0] = 1.0
         return F.binary_cross_entropy_with_logits(logits, labels)
