@@ -188,3 +188,31 @@ def test_a_collapsed_bpr_loss_is_reported_with_the_rescaling_rule(tmp_path):
     msgs.clear()
     Trainer(build_model(healthy, ds), ds, healthy.train, progress=False, echo=msgs.append).fit()
     assert not [m for m in msgs if m.startswith("warning")]
+
+
+def test_neumf_starts_from_a_bpr_run_and_students_do_not_inherit_it(tmp_path):
+    ds = planted_dataset()
+    bpr = train(ds, config=_cfg(), out=tmp_path / "bpr", progress=False)
+    assert "init_from" not in _cfg().to_plain()  # unset: earlier configs and their hashes are unchanged
+    neumf_sets = ["model.embedding_dim=16", "model.mlp_layers=[16, 8]", "train.epochs=0"]
+    cfg = resolve_config(dataset="planted", model="neumf", overrides=[*neumf_sets, f"init_from={tmp_path / 'bpr'}"])
+    assert cfg.to_plain()["init_from"] == str(tmp_path / "bpr")
+    run = train(ds, config=cfg, out=tmp_path / "neumf", progress=False)  # 0 epochs: the start itself is kept
+    nmf = run.model
+    assert torch.equal(nmf.user_gmf.weight, bpr.model.user_emb.weight)
+    assert torch.equal(nmf.item_gmf.weight, bpr.model.item_emb.weight)
+    assert nmf.predict.weight[0, :16].eq(1).all()
+    # the GMF half scores as the MF: the model starts as the BPR-MF plus a small MLP term
+    users, items = torch.arange(5), torch.arange(7)
+    gmf = (nmf.user_gmf(users).unsqueeze(1) * nmf.item_gmf(items).unsqueeze(0)).sum(-1)
+    torch.testing.assert_close(gmf, bpr.model.full_scores(users)[:, :7])
+    from distillrec.train.runs import distill
+
+    student = distill(run, "rd", student_dim=4, overrides=["train.epochs=0"], progress=False)
+    assert student.config.init_from is None  # the teacher's start is not the student's
+    with pytest.raises(DistillrecError, match="starts only from a BPR-MF run of the same size"):
+        train(ds, config=resolve_config(dataset="planted", model="neumf",
+                                        overrides=["model.embedding_dim=8", "train.epochs=0",
+                                                   f"init_from={tmp_path / 'bpr'}"]), progress=False)
+    with pytest.raises(DistillrecError, match="cannot be initialised from"):
+        train(ds, config=_cfg(f"init_from={tmp_path / 'bpr'}"), progress=False)

@@ -52,6 +52,9 @@ class RunConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     # Distilled students only: {method: NAME, teacher: RUN_DIR, + the method's own Config fields}.
     distill: dict[str, Any] | None = None
+    # A trained run whose weights start this model (``Recommender.init_from``: NCF's pre-training, e.g. a
+    # NeuMF whose GMF half starts from a BPR-MF run of the same size). Not inherited by distilled students.
+    init_from: str | None = None
 
     @property
     def model_name(self) -> str:
@@ -70,7 +73,10 @@ class RunConfig(BaseModel):
         return {k: v for k, v in self.dataset.items() if k not in ("name", "data_dir")}
 
     def to_plain(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        plain = self.model_dump(mode="json")
+        if plain["init_from"] is None:  # unset: absent, so configs (and hashes) of earlier runs stay the same
+            del plain["init_from"]
+        return plain
 
 
 def parse_value(text: str) -> Any:
@@ -113,10 +119,17 @@ def _method_keys(raw: dict[str, Any]) -> set[str]:
     return set(get_method(method).Config.model_fields)
 
 
+TOP_LEVEL_KEYS = ("init_from",)  # plain values beside the sections
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[tuple[str, Any]]) -> dict[str, Any]:
-    """Apply ``section.key=value`` (or a bare ``key=value`` for train keys and the model's own keys)."""
+    """Apply ``section.key=value`` (or a bare ``key=value`` for train keys, the model's own keys and the top-level
+    ``init_from``)."""
     raw = copy.deepcopy(raw)
     for key, value in overrides:
+        if key in TOP_LEVEL_KEYS:
+            raw[key] = value
+            continue
         if "." in key:
             section, sub = key.split(".", 1)
             if section not in SECTIONS:

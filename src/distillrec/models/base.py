@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from distillrec.data.dataset import Dataset
+from distillrec.utils import DistillrecError
 
 
 class ModelConfig(BaseModel):
@@ -77,6 +78,10 @@ class Recommender(nn.Module):
         dot products; list distillation then scores long lists without a gather per (row, column) pair.
         Default: None (the pair form of ``score`` is used)."""
         return None
+
+    def init_from(self, other: Recommender) -> None:
+        """Start from another trained model's weights (``RunConfig.init_from``). Default: not supported."""
+        raise DistillrecError(f"{type(self).__name__} cannot be initialised from a {type(other).__name__} run")
 
     @contextmanager
     def training_step(self) -> Iterator[None]:

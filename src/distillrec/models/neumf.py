@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from distillrec.models.base import ModelConfig, Recommender
 from distillrec.models.bpr import bpr_loss
 from distillrec.models.registry import register_model
+from distillrec.utils import DistillrecError
 
 
 @register_model("neumf")
@@ -102,6 +103,23 @@ class NeuMF(Recommender):
         chunk = max(1, self.chunk_elements // max(1, len(users) * width))
         all_items = torch.arange(self.n_items, device=users.device).unsqueeze(0)
         return torch.cat([self._logits(users, c) for c in all_items.split(chunk, dim=1)], dim=1)
+
+    @torch.no_grad()
+    def init_from(self, other: Recommender) -> None:
+        """NCF's pre-training with a BPR-MF run of the GMF size: its embeddings become the GMF half and the
+        output weights on that half 1, so the model starts as that MF plus the (small, freshly initialised) MLP
+        tower's contribution; the tower trains from there."""
+        from distillrec.models.bpr import BPR
+
+        if not isinstance(other, BPR) or other.config.embedding_dim != self.config.embedding_dim \
+                or (other.n_users, other.n_items) != (self.n_users, self.n_items):
+            raise DistillrecError(
+                f"NeuMF (GMF {self.config.embedding_dim}, {self.n_users} × {self.n_items}) starts only from a BPR-MF "
+                f"run of the same size, not {type(other).__name__} "
+                f"{getattr(other.config, 'embedding_dim', '?')} ({other.n_users} × {other.n_items})")
+        self.user_gmf.weight.copy_(other.user_emb.weight)
+        self.item_gmf.weight.copy_(other.item_emb.weight)
+        self.predict.weight[0, : self.config.embedding_dim] = 1.0
 
     def user_repr(self, users: Tensor) -> Tensor:
         return torch.cat([self.user_gmf(users), self.user_mlp(users)], dim=-1)

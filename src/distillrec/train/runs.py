@@ -85,7 +85,10 @@ def train(
                                 config_file=config_file, overrides=overrides)
     seed_everything(config.train.seed)
     data = ds_obj if ds_obj is not None else load_data(config)
-    return _fit(build_model(config, data), data, config, out, resume, progress, echo)
+    net = build_model(config, data)
+    if config.init_from and not resume:  # a resumed run restores its own weights
+        net.init_from(load_run(config.init_from, data).model.to(net.device))
+    return _fit(net, data, config, out, resume, progress, echo)
 
 
 def _fit(net: Recommender, data: Dataset, config: RunConfig, out: str | Path | None, resume: bool,
@@ -223,6 +226,7 @@ def distill(
 
     t_run = teacher if isinstance(teacher, Run) else load_run(teacher)
     base = t_run.config.to_plain()
+    base.pop("init_from", None)  # the teacher's start, not the student's
     base["distill"] = {"method": method, "teacher": str(t_run.path) if t_run.path else None}
     if student and student != t_run.config.model_name:
         base["model"] = {"name": student}
