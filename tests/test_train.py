@@ -210,6 +210,8 @@ def test_neumf_starts_from_a_bpr_run_and_students_do_not_inherit_it(tmp_path):
 
     student = distill(run, "rd", student_dim=4, overrides=["train.epochs=0"], progress=False)
     assert student.config.init_from is None  # the teacher's start is not the student's
+    # what the main job's student alone starts from (pipeline._student) and distill() above: no init_from
+    assert "init_from" not in run.config.derived_base() and run.config.derived_base()["model"]["name"] == "neumf"
     with pytest.raises(DistillrecError, match="starts only from a BPR-MF run of the same size"):
         train(ds, config=resolve_config(dataset="planted", model="neumf",
                                         overrides=["model.embedding_dim=8", "train.epochs=0",

@@ -72,6 +72,13 @@ class RunConfig(BaseModel):
     def dataset_options(self) -> dict[str, Any]:
         return {k: v for k, v in self.dataset.items() if k not in ("name", "data_dir")}
 
+    def derived_base(self) -> dict[str, Any]:
+        """The plain config a model derived from this run starts from (a student of this teacher): the same
+        sections, without this run's own ``init_from``."""
+        plain = self.to_plain()
+        plain.pop("init_from", None)
+        return plain
+
     def to_plain(self) -> dict[str, Any]:
         plain = self.model_dump(mode="json")
         if plain["init_from"] is None:  # unset: absent, so configs (and hashes) of earlier runs stay the same

@@ -267,7 +267,7 @@ class Job:
         sub = f"{method}/seed-{seed}"
         label = f"{method} (dim {dim}, seed {seed})"
         if method == "student":
-            base = teacher.config.to_plain()
+            base = teacher.config.derived_base()
             base["model"][size] = dim
             cfg = resolve_config(base=base, config_file=self.cfg.config_file, overrides=sets)
             return self._train(sub, label, lambda path, resume: train(

@@ -225,8 +225,7 @@ def distill(
     from distillrec.distill import get_method
 
     t_run = teacher if isinstance(teacher, Run) else load_run(teacher)
-    base = t_run.config.to_plain()
-    base.pop("init_from", None)  # the teacher's start, not the student's
+    base = t_run.config.derived_base()
     base["distill"] = {"method": method, "teacher": str(t_run.path) if t_run.path else None}
     if student and student != t_run.config.model_name:
         base["model"] = {"name": student}
