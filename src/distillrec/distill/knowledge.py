@@ -39,6 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from distillrec.data.dataset import Dataset
 from distillrec.distill.topn import select_topk
@@ -219,11 +220,16 @@ def top_lists(block_scores: Callable[[Tensor], Tensor], n_rows: int, n_cols: int
         top, pos = select_topk(col_vals, min(k_cols, col_vals.shape[1]))
         return top, col_ids.gather(1, pos)
 
+    # minutes for a deep teacher on a large catalogue: a bar on a terminal (tqdm's update is thread-safe)
+    bar = tqdm(total=len(starts), desc=f"teacher top-{k or k_cols} lists", unit="block", leave=False,
+               disable=None, mininterval=1.0)
+
     @torch.no_grad()  # grad mode is per thread: the pool's threads do not inherit the caller's no_grad
     def run(group: list[int]) -> tuple[Tensor, Tensor]:
         col_vals = torch.empty(n_cols, 0, device=device)
         col_ids = torch.empty(n_cols, 0, dtype=torch.long, device=device)
         for r0 in group:
+            bar.update()
             r1 = min(r0 + step, n_rows)
             scores = block_scores(torch.arange(r0, r1, device=device)).float()
             _mask_train(scores, indptr, indices, r0, r1)
@@ -236,11 +242,12 @@ def top_lists(block_scores: Callable[[Tensor], Tensor], n_rows: int, n_cols: int
                     col_vals, col_ids = merge(col_vals, col_ids)
         return col_vals, col_ids
 
-    if n_groups > 1:
-        with ThreadPoolExecutor(n_groups) as pool:
-            parts = list(pool.map(run, groups))
-    else:
-        parts = [run(g) for g in groups]
+    with bar:
+        if n_groups > 1:
+            with ThreadPoolExecutor(n_groups) as pool:
+                parts = list(pool.map(run, groups))
+        else:
+            parts = [run(g) for g in groups]
     cols = None
     if k_cols:
         col_vals, col_ids = merge(torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1))
