@@ -157,14 +157,17 @@ def _clip(n: int, n_cols: int, max_row_nnz: int, side: str) -> int:
     return max(0, min(n, limit))
 
 
+def block_pairs(indptr: Tensor, indices: Tensor, r0: int, r1: int) -> tuple[Tensor, Tensor]:
+    """(rows − r0, cols) of the CSR pattern's pairs with r0 ≤ row < r1, in CSR order."""
+    start, end = int(indptr[r0]), int(indptr[r1])
+    lengths = indptr[r0 + 1:r1 + 1] - indptr[r0:r1]
+    return torch.repeat_interleave(torch.arange(r1 - r0, device=indptr.device), lengths), indices[start:end]
+
+
 def _mask_train(scores: Tensor, indptr: Tensor, indices: Tensor, r0: int, r1: int) -> None:
     """Set scores[r − r0, c] = −inf for every training pair (r, c) with r0 ≤ r < r1, in place."""
-    start, end = int(indptr[r0]), int(indptr[r1])
-    if end == start:
-        return
-    lengths = indptr[r0 + 1:r1 + 1] - indptr[r0:r1]
-    rows = torch.repeat_interleave(torch.arange(r1 - r0, device=scores.device), lengths)
-    scores[rows, indices[start:end]] = float("-inf")
+    rows, cols = block_pairs(indptr, indices, r0, r1)
+    scores[rows, cols] = float("-inf")
 
 
 def csr_tensors(m: sp.csr_matrix, device: torch.device) -> tuple[Tensor, Tensor]:

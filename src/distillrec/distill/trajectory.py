@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from distillrec.data.dataset import Dataset
-from distillrec.distill.knowledge import csr_tensors, top_lists
+from distillrec.distill.knowledge import block_pairs, csr_tensors, top_lists
 from distillrec.models.base import Recommender
 from distillrec.utils import DistillrecError, atomic_torch_save
 
@@ -178,10 +178,8 @@ def rank_lists(model: Recommender, dataset: Dataset, k: int, chunk_elems: int = 
             # the observed items' ranks come from the raw block, before top_lists masks those items out
             scores = model.full_scores(users).float()
             r0, r1 = int(users[0]), int(users[-1]) + 1
-            start, end = int(indptr[r0]), int(indptr[r1])
-            lengths = indptr[r0 + 1:r1 + 1] - indptr[r0:r1]
-            rows = torch.repeat_interleave(torch.arange(r1 - r0, device=device), lengths)
-            obs.append(_ranks_within_rows(scores[rows, indices[start:end]], rows, indptr[r0:r1] - start))
+            rows, cols = block_pairs(indptr, indices, r0, r1)
+            obs.append(_ranks_within_rows(scores[rows, cols], rows, indptr[r0:r1] - indptr[r0]))
             return scores
 
         (items, values), _ = top_lists(block_scores, dataset.n_users, dataset.n_items, dataset.train, k,
@@ -244,6 +242,7 @@ class TrajectoryRecorder:
         if start not in ("interval", "first"):
             raise DistillrecError(f"trajectory start must be 'interval' or 'first', got {start!r}")
         self.dataset = dataset
+        self._train_hash = train_hash(dataset.train)  # checked on resume; hashed once, not per saved epoch
         self.start = start
         self.k_checkpoints, self.topk, self.queue_len, self.every = k_checkpoints, topk, queue_len, every
         self.queue_topk = min(max(queue_topk or 2 * topk, topk), limit)
@@ -262,7 +261,7 @@ class TrajectoryRecorder:
     def _settings(self) -> dict[str, Any]:
         return {"k_checkpoints": self.k_checkpoints, "topk": self.topk, "queue_len": self.queue_len,
                 "queue_topk": self.queue_topk, "every": self.every, "pool_size": self.pool_size,
-                "start": self.start, "train_hash": train_hash(self.dataset.train)}
+                "start": self.start, "train_hash": self._train_hash}
 
     def state_dict(self) -> dict[str, Any]:
         snapshots: dict[int, dict[str, Any]] = {}

@@ -3,8 +3,8 @@
 Reference: X. He, L. Liao, H. Zhang, L. Nie, X. Hu, T.-S. Chua. "Neural Collaborative Filtering." WWW 2017
 (code: github.com/hexiangnan/neural_collaborative_filtering). Trained pointwise with binary cross-entropy: the
 positive is labelled 1 and every sampled negative 0 (the paper samples 4 negatives per positive); ``loss_type:
-bpr`` trains the same network pairwise instead. Trained from
-scratch here (the paper's GMF/MLP pre-training is optional there and not done).
+bpr`` trains the same network pairwise instead. Trained from scratch by default; ``init_from`` (a run config
+key) starts the GMF half from a BPR-MF run of the same size, the GMF side of the paper's pre-training.
 
 Scoring every item for a batch of users runs the MLP on B × n_items pairs; ``full_scores`` processes items in
 chunks so the hidden activations never exceed ``chunk_elements`` floats.
