@@ -13,12 +13,10 @@ median ms per step over the rounds and the ratio. Both paths must produce the sa
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import time
 
 import torch
 
+from _alternating import machine_line, median_step_ms
 from distillrec.continual import load_stream
 from distillrec.models.bpr import bpr_loss, pair_scores
 from distillrec.models.lightgcn import LightGCN, normalized_adjacency
@@ -64,18 +62,8 @@ def main() -> None:
     assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(grads[0][1:], grads[1][1:])), "gradients differ"
 
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    times: dict[str, list[float]] = {"csr": [], "coo": []}
-    for _ in range(args.steps):
-        b = batch()
-        for name, loss_fn in (("csr", model.loss), ("coo", lambda x: coo_loss(model, coo, x))):
-            t0 = time.perf_counter()
-            opt.zero_grad()
-            loss_fn(b).backward()
-            opt.step()
-            times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) * 1000 for k, v in times.items()}
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s); {args.steps} rounds; loss and gradients agree on batch 1")
+    med = median_step_ms({"csr": model.loss, "coo": lambda x: coo_loss(model, coo, x)}, batch, opt, args.steps)
+    print(machine_line(args.steps))
     print("| path | ms / step (median) |\n|---|---|")
     print(f"| COO torch.sparse.mm (before) | {med['coo']:.1f} |\n| CSR + symmetric backward (now) | {med['csr']:.1f} |")
     print(f"speed-up: {med['coo'] / med['csr']:.2f}×")

@@ -14,14 +14,13 @@ the ratio. Both forms must give the same loss and gradients (checked on the firs
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import time
 from contextlib import nullcontext
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
+from _alternating import machine_line, median_step_ms
 from distillrec.continual import load_stream
 from distillrec.continual.lwckd import LWCKD, LWCKDConfig
 from distillrec.models.lightgcn import LightGCN
@@ -78,18 +77,9 @@ def main() -> None:
     assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-8) for a, b in zip(checks[0][1:], checks[1][1:]))
 
     opt = torch.optim.Adam(list(model.parameters()) + list(lwckd.parameters()), lr=1e-3)
-    times: dict[str, list[float]] = {name: [] for name in forms}
-    for _ in range(args.steps):
-        b = batch()
-        for name, scope in forms.items():
-            t0 = time.perf_counter()
-            opt.zero_grad()
-            step_loss(b, scope).backward()
-            opt.step()
-            times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) * 1000 for k, v in times.items()}
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s); {args.steps} rounds; loss and gradients agree on batch 1")
+    med = median_step_ms({name: partial(step_loss, scope=scope) for name, scope in forms.items()}, batch, opt,
+                         args.steps)
+    print(machine_line(args.steps))
     print("| form | ms / step (median) |\n|---|---|")
     print(f"| one propagation per term (before) | {med['per term']:.1f} |\n"
           f"| one per step (now) | {med['shared']:.1f} |")
