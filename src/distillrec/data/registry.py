@@ -69,7 +69,10 @@ _CITE = {
     "Information Maximization. CIKM 2020 (Beauty: McAuley et al. SIGIR 2015; LastFM: HetRec 2011).",
     "ccd": "G. Lee, S. Kang, W. Kweon, H. Yu. Continual Collaborative Distillation for Recommender System. KDD 2024.",
 }
-_SEQ = PrepConfig(split="loo", loo_order="position", keep_sequences=True)
+# AdaRec's sampled protocol (spec §7.3): 100 fixed negatives per user, never interacted with in any split. The
+# data sets stay on full ranking by default; the candidates are there for `evaluate --protocol sampled` and the
+# AdaRec report's second table.
+_SEQ = PrepConfig(split="loo", loo_order="position", keep_sequences=True, n_candidates=100)
 
 REGISTRY: dict[str, DatasetSpec] = {
     spec.name: spec
@@ -107,11 +110,13 @@ REGISTRY: dict[str, DatasetSpec] = {
         ),
         DatasetSpec(
             "beauty", "Amazon Beauty (S3-Rec/SASRec file), one chronological sequence per user; leave-one-out by "
-            "position", folder="s3rec-seq", files=("Beauty.txt",), read=_one("sequence", "Beauty.txt"),
+            "position (+ 100 fixed negatives per user for the sampled protocol)", folder="s3rec-seq",
+            files=("Beauty.txt",), read=_one("sequence", "Beauty.txt"),
             prep=_SEQ, citation=_CITE["s3rec"],
         ),
         DatasetSpec(
-            "lastfm", "LastFM (S3-Rec file), one chronological sequence per user; leave-one-out by position",
+            "lastfm", "LastFM (S3-Rec file), one chronological sequence per user; leave-one-out by position (+ 100 "
+            "fixed negatives per user for the sampled protocol)",
             folder="s3rec-seq", files=("LastFM.txt",), read=_one("sequence", "LastFM.txt"), prep=_SEQ,
             citation=_CITE["s3rec"],
             notes="sequences keep repeated items; the CSR splits are binary (a repeat counts once per split)",
