@@ -35,3 +35,10 @@ def test_run_end_to_end_and_reuse(tmp_path):
     assert again.exit_code == 0
     assert again.output.count("reusing") == 3
     assert json.loads((out / "results.json").read_text())["rows"][2]["ndcg@20"] == rows["rrd"]["ndcg@20"]
+
+    # A finished student is only reused under the settings it was trained with: another λ for RRD (routed to
+    # that method) must not come back as the old row; the error names the run and the key.
+    changed = CliRunner().invoke(cli, [*args, "--set", "rrd.distill.lambda_rrd=0.5"])
+    assert changed.exit_code != 0
+    assert "rrd/seed-1" in str(changed.exception) and "distill.lambda_rrd: (unset) → 0.5" in str(changed.exception)
+    assert "student (dim 4, seed 1): reusing" in changed.output  # the student's own settings did not change

@@ -32,7 +32,16 @@ from distillrec.config import RunConfig, TrainConfig, resolve_config
 from distillrec.data.dataset import Dataset
 from distillrec.distill.ensemble import read_manifest
 from distillrec.train.evaluation import evaluate_model
-from distillrec.train.runs import Run, distill, load_data, load_run, model_size_key, train
+from distillrec.train.runs import (
+    Run,
+    check_reusable,
+    distill,
+    distill_config,
+    load_data,
+    load_run,
+    model_size_key,
+    train,
+)
 from distillrec.utils import DistillrecError, atomic_write_json, atomic_write_text
 
 DEFAULT_METHODS = ("student", "rd", "cd", "de", "rrd", "de-rrd", "dcd")
@@ -213,9 +222,12 @@ class Job:
             return DEMO_STUDENT_DIM
         return max(4, int(teacher.model.hparams()[model_size_key(teacher.model.name)]) // 10)
 
-    def _train(self, sub: str, label: str, fit: Callable[[Path, bool], Run]) -> Run:
+    def _train(self, sub: str, label: str, fit: Callable[[Path, bool], Run], planned: RunConfig | None = None) -> Run:
+        """Train ``sub`` (or resume it); a finished one is reused when it was trained under ``planned``."""
         path = self.out / sub
         if (path / "results.json").exists():
+            if planned is not None:
+                check_reusable(path, planned)
             self.echo(f"{label}: reusing {path}")
             return load_run(path, dataset=self._dataset)
         resume = (path / "checkpoints" / "last.pt").exists()
@@ -271,10 +283,12 @@ class Job:
             base["model"][size] = dim
             cfg = resolve_config(base=base, config_file=self.cfg.config_file, overrides=sets)
             return self._train(sub, label, lambda path, resume: train(
-                self._dataset, config=cfg, out=path, resume=resume, progress=self.cfg.progress, echo=self._quiet))
+                self._dataset, config=cfg, out=path, resume=resume, progress=self.cfg.progress, echo=self._quiet),
+                planned=cfg)
+        planned = distill_config(teacher, method, student_dim=dim, config_file=self.cfg.config_file, overrides=sets)
         return self._train(sub, label, lambda path, resume: distill(
             teacher, method, out=path, student_dim=dim, config_file=self.cfg.config_file, overrides=sets,
-            resume=resume, progress=self.cfg.progress, echo=self._quiet))
+            resume=resume, progress=self.cfg.progress, echo=self._quiet), planned=planned)
 
     def _adarec(self, teacher: Run, dim: int, seed: int) -> Run:
         """AdaRec (``nas.search``) at the students' width; the retrained derived student is the row. The job's

@@ -131,10 +131,10 @@ def _student(job: Job, ts: TeacherSet, method: str, config: RunConfig, dim: int,
     progress = job.cfg.progress
     if method == "student":
         return job._train(sub, label, lambda path, resume: train(
-            ts.dataset, config=config, out=path, resume=resume, progress=progress, echo=job._quiet))
+            ts.dataset, config=config, out=path, resume=resume, progress=progress, echo=job._quiet), planned=config)
     from distillrec.pipeline import split_best
 
     kd, member = split_best(method)
     return job._train(sub, label, lambda path, resume: distill_from_teacher_set(
         ts.path, out=path, dataset=ts.dataset, method=kd, config=config, resume=resume, progress=progress,
-        echo=job.echo if member else job._quiet, member=member))
+        echo=job.echo if member else job._quiet, member=member), planned=config)

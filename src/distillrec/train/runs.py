@@ -145,6 +145,38 @@ def check_resumable(cfg_path: Path, new_plain: dict[str, Any], message: str,
         echo(f"{cfg_path.parent}: continuing with a new budget ({', '.join(changes)})")
 
 
+# Sections written in full from a typed schema: a key an older run lacks is a field added since (at its default).
+# The other sections (model, distill, dataset) hold only the keys that were set, so a key on one side only differs.
+_TYPED_SECTIONS = ("train",)
+
+
+def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between a finished run's config and the one asked for now (teacher
+    paths compare as resolved paths)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = [k for k in old if k in new]
+        if prefix.rstrip(".") not in _TYPED_SECTIONS:
+            keys += [k for k in new if k not in old] + [k for k in old if k not in new]
+        return [d for k in keys for d in config_diff(old.get(k, "(unset)"), new.get(k, "(unset)"), f"{prefix}{k}.")]
+    key = prefix.rstrip(".")
+    if key == "distill.teacher" and old is not None and new is not None:
+        return [] if Path(old).resolve() == Path(new).resolve() else [f"{key}: {old} → {new}"]
+    return [] if old == new else [f"{key}: {old} → {new}"]
+
+
+def check_reusable(run_dir: Path, planned: RunConfig) -> None:
+    """Refuse to reuse a finished run that was trained under another config than ``planned``: its results
+    would be reported as if they came from the settings asked for now."""
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.exists():
+        return
+    old = yaml.safe_load(cfg_path.read_text()) or {}
+    diffs = config_diff(old, planned.to_plain())
+    if diffs:
+        raise DistillrecError(f"{run_dir} holds a finished run trained under another config ({'; '.join(diffs)}); "
+                              "choose another --out, or delete that run to train it again")
+
+
 def _prepare_out(out_dir: Path, config: RunConfig, resume: bool, echo: Callable[[str], None] | None = None) -> None:
     cfg_path = out_dir / "config.yaml"
     plain = config.to_plain()
@@ -225,16 +257,8 @@ def distill(
     from distillrec.distill import get_method
 
     t_run = teacher if isinstance(teacher, Run) else load_run(teacher)
-    base = t_run.config.derived_base()
-    base["distill"] = {"method": method, "teacher": str(t_run.path) if t_run.path else None}
-    if student and student != t_run.config.model_name:
-        base["model"] = {"name": student}
-    size_key = model_size_key(base["model"]["name"])
-    if student_dim is None and size_key in base["model"] and student is None:
-        student_dim = max(1, int(base["model"][size_key]) // 10)
-    if student_dim is not None:
-        base["model"][size_key] = student_dim
-    config = resolve_config(config_file=config_file, overrides=overrides, base=base)
+    config = distill_config(t_run, method, student=student, student_dim=student_dim, config_file=config_file,
+                            overrides=overrides)
     seed_everything(config.train.seed)
     data = t_run.dataset
     net = build_model(config, data)
@@ -245,6 +269,21 @@ def distill(
     distiller = method_cls.from_teacher(net.to(t_run.model.device), t_run.model, data, hparams, cache_dir=cache,
                                         seed=config.train.seed)
     return _fit(net, data, config, out, resume, progress, echo, distiller)
+
+
+def distill_config(t_run: Run, method: str, *, student: str | None = None, student_dim: int | None = None,
+                   config_file: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """The resolved config of a student distilled from ``t_run`` (what :func:`distill` trains with)."""
+    base = t_run.config.derived_base()
+    base["distill"] = {"method": method, "teacher": str(t_run.path) if t_run.path else None}
+    if student and student != t_run.config.model_name:
+        base["model"] = {"name": student}
+    size_key = model_size_key(base["model"]["name"])
+    if student_dim is None and size_key in base["model"] and student is None:
+        student_dim = max(1, int(base["model"][size_key]) // 10)
+    if student_dim is not None:
+        base["model"][size_key] = student_dim
+    return resolve_config(config_file=config_file, overrides=overrides, base=base)
 
 
 def model_size_key(model_name: str) -> str:
