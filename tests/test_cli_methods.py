@@ -194,6 +194,12 @@ def test_run_adarec_on_sequences(seq_job: Path):
     assert len(arch["genotype"]) == len(arch["edges"]) == 6  # 3 intermediate nodes: 1 + 2 + 3 edges
     nas_cfg = yaml.safe_load((seq_job / "adarec" / "seed-1" / "config.yaml").read_text())
     assert nas_cfg["model"]["embedding_dim"] == 8 and nas_cfg["search"]["epochs"] == 2  # train.* reach both stages
+    # the same job again reuses the search; another cost weight for it is refused, not answered with the old row
+    args = ["run", "--dataset", "synthetic", "--teacher", "nextitnet:16", "--methods", "adarec", "--student-dim", "8",
+            "--out", seq_job, *sets(SEQ, ["teacher.model.max_len=10", "adarec.model.n_cells=2"])]
+    assert "adarec (dim 8, seed 1): reusing" in ok(*args).output
+    res = invoke(*args, "--set", "adarec.method.beta=0.5")
+    assert isinstance(res.exception, DistillrecError) and "method.beta: 1.0 → 0.5" in str(res.exception)
 
 
 def test_search_command(seq_job: Path, tmp_path: Path):

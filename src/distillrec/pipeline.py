@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from distillrec.config import RunConfig, TrainConfig, resolve_config
 from distillrec.data.dataset import Dataset
@@ -35,6 +36,7 @@ from distillrec.train.evaluation import evaluate_model
 from distillrec.train.runs import (
     Run,
     check_reusable,
+    config_diff,
     distill,
     distill_config,
     load_data,
@@ -297,14 +299,19 @@ class Job:
 
         path = self.out / "adarec" / f"seed-{seed}"
         label = f"adarec (dim {dim}, seed {seed})"
+        stages = [f"{stage}.{text[len('train.'):]}" for text in self.sets if text.startswith("train.")
+                  for stage in ("search", "retrain")]
+        sets = [f"model.embedding_dim={dim}", *stages, f"search.seed={seed}", f"retrain.seed={seed}",
+                *self.routed.get("adarec", [])]
         if (path / "results.json").exists():
+            planned = nas.resolve_nas_config(self.cfg.adarec_config, sets).model_dump(mode="json")
+            old = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").exists() else None
+            if old is not None and (diffs := config_diff(old, planned)):
+                raise DistillrecError(f"{path} holds a finished AdaRec run under another config ({'; '.join(diffs)}); "
+                                      "choose another --out, or delete that run to search again")
             self.echo(f"{label}: reusing {path}")
         else:
             self.echo(f"{label}: searching → {path}")
-            stages = [f"{stage}.{text[len('train.'):]}" for text in self.sets if text.startswith("train.")
-                      for stage in ("search", "retrain")]
-            sets = [f"model.embedding_dim={dim}", *stages, f"search.seed={seed}", f"retrain.seed={seed}",
-                    *self.routed.get("adarec", [])]
             nas.search(self._dataset, teacher.path, path, sets, config_file=self.cfg.adarec_config,
                        progress=self.cfg.progress, echo=self._quiet)
         return load_run(path / "retrain", dataset=self._dataset)

@@ -147,7 +147,7 @@ def check_resumable(cfg_path: Path, new_plain: dict[str, Any], message: str,
 
 # Sections written in full from a typed schema: a key an older run lacks is a field added since (at its default).
 # The other sections (model, distill, dataset) hold only the keys that were set, so a key on one side only differs.
-_TYPED_SECTIONS = ("train",)
+_TYPED_SECTIONS = ("train", "search", "retrain", "method")  # RunConfig's train; NASConfig's stages and method
 
 
 def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
