@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from distillrec.config import RunConfig, TrainConfig, resolve_config
 from distillrec.data.dataset import Dataset
@@ -36,7 +35,6 @@ from distillrec.train.evaluation import evaluate_model
 from distillrec.train.runs import (
     Run,
     check_reusable,
-    config_diff,
     distill,
     distill_config,
     load_data,
@@ -304,11 +302,7 @@ class Job:
         sets = [f"model.embedding_dim={dim}", *stages, f"search.seed={seed}", f"retrain.seed={seed}",
                 *self.routed.get("adarec", [])]
         if (path / "results.json").exists():
-            planned = nas.resolve_nas_config(self.cfg.adarec_config, sets).model_dump(mode="json")
-            old = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").exists() else None
-            if old is not None and (diffs := config_diff(old, planned)):
-                raise DistillrecError(f"{path} holds a finished AdaRec run under another config ({'; '.join(diffs)}); "
-                                      "choose another --out, or delete that run to search again")
+            check_reusable(path, nas.resolve_nas_config(self.cfg.adarec_config, sets).model_dump(mode="json"))
             self.echo(f"{label}: reusing {path}")
         else:
             self.echo(f"{label}: searching → {path}")

@@ -164,14 +164,15 @@ def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{key}: {old} → {new}"]
 
 
-def check_reusable(run_dir: Path, planned: RunConfig) -> None:
-    """Refuse to reuse a finished run that was trained under another config than ``planned``: its results
-    would be reported as if they came from the settings asked for now."""
+def check_reusable(run_dir: Path, planned: RunConfig | dict[str, Any]) -> None:
+    """Refuse to reuse a finished run that was trained under another config than ``planned`` (a run config,
+    or the plain data of another config, e.g. a NAS one): its results would be reported as if they came from
+    the settings asked for now."""
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.exists():
         return
     old = yaml.safe_load(cfg_path.read_text()) or {}
-    diffs = config_diff(old, planned.to_plain())
+    diffs = config_diff(old, planned.to_plain() if isinstance(planned, RunConfig) else planned)
     if diffs:
         raise DistillrecError(f"{run_dir} holds a finished run trained under another config ({'; '.join(diffs)}); "
                               "choose another --out, or delete that run to train it again")
