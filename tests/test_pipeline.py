@@ -42,3 +42,15 @@ def test_run_end_to_end_and_reuse(tmp_path):
     assert changed.exit_code != 0
     assert "rrd/seed-1" in str(changed.exception) and "distill.lambda_rrd: (unset) → 0.5" in str(changed.exception)
     assert "student (dim 4, seed 1): reusing" in changed.output  # the student's own settings did not change
+
+    # --first-seed adds one seed to an existing table: the teacher is reused, only student/seed-2 is trained.
+    more = ["run", "--methods", "student", "--student-dim", "4", "--teacher", "bpr:16", "--out", str(out),
+            "--first-seed", "2"]
+    for s in SMALL:
+        more += ["--set", s]
+    added = CliRunner().invoke(cli, more, catch_exceptions=False)
+    assert added.exit_code == 0, added.output
+    assert (out / "student" / "seed-2" / "results.json").exists()
+    assert added.output.count("reusing") == 1  # the teacher
+    assert [(r["name"], r["seeds"]) for r in json.loads((out / "results.json").read_text())["rows"]] == [
+        ("teacher", 1), ("student", 1)]

@@ -119,13 +119,15 @@ def methods_cmd() -> None:
                    f"adarec (sequential data) [default: {','.join(DEFAULT_METHODS)}; with --teachers: "
                    f"{','.join(HETERO_METHODS)}]")
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="seeds per student")
+@click.option("--first-seed", default=1, show_default=True, type=click.IntRange(min=1),
+              help="number of the first seed (--seeds 1 --first-seed 3 adds seed 3 to a table)")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config for every model")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="override a config key everywhere; prefixed with a method (rrd.distill.lambda_rrd=0.01), "
                    "teacher., teachers., trajectory. or adarec. only there")
 @click.option("--out", "-o", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
-def run_cmd(dataset, teacher, teachers, teachers_config, adarec_config, student_dim, methods, seeds, config_file,
-            overrides, out) -> None:
+def run_cmd(dataset, teacher, teachers, teachers_config, adarec_config, student_dim, methods, seeds, first_seed,
+            config_file, overrides, out) -> None:
     """The main job: teacher(s) → student alone → each KD method → one comparison table, report and plots."""
     from pathlib import Path
 
@@ -135,6 +137,7 @@ def run_cmd(dataset, teacher, teachers, teachers_config, adarec_config, student_
         raise click.UsageError("give --teacher (one teacher) or --teachers (a teacher set), not both")
     names = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None
     cfg = JobConfig(dataset=dataset, teacher=teacher or "bpr:64", student_dim=student_dim, methods=names, seeds=seeds,
+                    first_seed=first_seed,
                     out=Path(out), config_file=config_file, overrides=tuple(overrides), teachers=teachers,
                     teachers_config=teachers_config, adarec_config=adarec_config)
     Job(cfg, echo=click.echo).run()

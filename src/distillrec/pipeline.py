@@ -79,6 +79,7 @@ class JobConfig:
     student_dim: int | None = None  # default: a tenth of the teacher's (φ = 0.1), at least 4
     methods: tuple[str, ...] | None = None  # default: DEFAULT_METHODS, or HETERO_METHODS with teachers
     seeds: int = 1
+    first_seed: int = 1  # seeds first_seed … first_seed + seeds − 1, so one seed can be added to a table later
     out: Path = Path("runs/demo")
     config_file: str | None = None
     overrides: tuple[str, ...] = ()  # --set, applied to the teacher, the student and every method
@@ -263,7 +264,7 @@ class Job:
         protocol = teacher.config.train.protocol
         protocol = dataset.protocol if protocol == "auto" else protocol
         entries = [self._entry("teacher", 0, teacher, protocol)]
-        for seed in range(1, self.cfg.seeds + 1):
+        for seed in range(self.cfg.first_seed, self.cfg.first_seed + self.cfg.seeds):
             for method in self.cfg.methods:
                 run = self._student(teacher, method, dim, seed)
                 entries.append(self._entry(method, seed, run, protocol))

@@ -64,7 +64,7 @@ def run_hetero(job: Job) -> dict[str, Any]:
     entries.append(Entry("ensemble", 0, None, {"parameters": cost["parameters"] or 0, "train": None,
                                                "latency_ms_per_user": cost["latency_ms_per_user"] or 0.0}, ev))
     dim = cfg.student_dim or HETERO_STUDENT_DIM
-    for seed in range(1, cfg.seeds + 1):
+    for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
         for method in cfg.methods:
             config = student_config(job, ts, method, dim, seed, file_raw, file_distill)
             entries.append(job._entry(method, seed, _student(job, ts, method, config, dim, seed), "full"))
