@@ -70,6 +70,29 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     assert [r["epoch"] for r in log] == list(range(1, 13))
 
 
+def test_adam_is_fused_and_stays_fused_when_resuming_an_older_checkpoint(tmp_path):
+    ds = planted_dataset()
+    cfg = _cfg("train.epochs=4")
+    torch.manual_seed(cfg.train.seed)
+    trainer = Trainer(build_model(cfg, ds), ds, cfg.train, out_dir=tmp_path / "r", run_config=cfg.to_plain(),
+                      progress=False)
+    assert trainer.optimizer.param_groups[0]["fused"] is True
+    # a checkpoint from before the fused step: its optimiser was torch's per-tensor default
+    params = trainer.optimizer.param_groups[0]["params"]
+    trainer.optimizer = torch.optim.Adam(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay,
+                                         foreach=False)
+    trainer.fit()
+    saved = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["optimizer"]
+    assert not saved["param_groups"][0].get("fused")
+    longer = _cfg("train.epochs=6")
+    trainer2 = Trainer(build_model(longer, ds), ds, longer.train, out_dir=tmp_path / "r",
+                       run_config=longer.to_plain(), progress=False)
+    result = trainer2.fit(resume=True)
+    assert result.epochs_run == 6 and trainer2.optimizer.param_groups[0]["fused"] is True
+    state = trainer2.optimizer.state[trainer2.optimizer.param_groups[0]["params"][0]]
+    assert float(state["step"]) == 6 * trainer2.batches.n_batches()  # the old moments were carried on
+
+
 def test_resume_through_train_api(tmp_path):
     ds = planted_dataset()
     first = train(ds, config=_cfg("train.epochs=4"), out=tmp_path / "r", progress=False)

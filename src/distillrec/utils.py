@@ -84,3 +84,13 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def fusable(params: list[torch.Tensor]) -> bool:
+    """Whether Adam's fused kernel applies. On CPU torch defaults to one Python-level update per parameter
+    (its ``foreach`` path is CUDA-only by default): for a 25k × 20 embedding table that step cost 7 ms against
+    0.4 ms fused, more than the rest of a BPR batch. Same update rule; only the order of float operations
+    differs."""
+    return bool(params) and all(
+        p.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+        and p.device.type in ("cpu", "cuda") and not p.is_sparse for p in params)

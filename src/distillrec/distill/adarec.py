@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from distillrec.distill.emd import EMDLayerMapper, OneToOneLayerMapper, layer_distances
 from distillrec.models.sasrec import SequentialRecommender
 from distillrec.models.supernet import FAITHFUL_OPS, SuperNet
-from distillrec.utils import DistillrecError
+from distillrec.utils import DistillrecError, fusable
 
 # The authors' hard-coded relative costs of their ten ops (spec §3.1), for cost_mode="paper" only.
 PAPER_COSTS = dict(zip(FAITHFUL_OPS, (0.56531834, 0.56531834, 0.56531834, 2.12701275, 2.12701275, 2.12701275,
@@ -172,14 +172,14 @@ class AdaRecDistiller(nn.Module):
         """AdamW with two groups: weights (student + projections) and, in a search, ``alpha`` at its own rate
         (the spec's two AdamW optimisers stepped after one backward pass)."""
         if not self.search:
-            return torch.optim.AdamW([*self.student.parameters(), *self.extra_parameters()], lr=learning_rate,
-                                     weight_decay=weight_decay)
+            params = [*self.student.parameters(), *self.extra_parameters()]
+            return torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, fused=fusable(params))
         c = self.config
+        weights, arch = [*self.student.weight_parameters(), *self.extra_parameters()], self.student.arch_parameters()
         return torch.optim.AdamW([
-            {"params": [*self.student.weight_parameters(), *self.extra_parameters()]},
-            {"params": self.student.arch_parameters(), "lr": c.arch_learning_rate,
-             "weight_decay": c.arch_weight_decay},
-        ], lr=learning_rate, weight_decay=weight_decay)
+            {"params": weights},
+            {"params": arch, "lr": c.arch_learning_rate, "weight_decay": c.arch_weight_decay},
+        ], lr=learning_rate, weight_decay=weight_decay, fused=fusable([*weights, *arch]))
 
     # -- the objective --------------------------------------------------------------------------------------
     def cost_loss(self, arch: Tensor) -> Tensor:

@@ -28,7 +28,7 @@ from distillrec.models.base import Recommender
 from distillrec.train.batches import BatchBuilder, epoch_generator, to_device
 from distillrec.train.checkpoint import check_fingerprint, load_checkpoint, save_checkpoint
 from distillrec.train.evaluation import evaluate_model, rounded
-from distillrec.utils import DistillrecError, atomic_write_text, resolve_device
+from distillrec.utils import DistillrecError, atomic_write_text, fusable, resolve_device
 
 
 @dataclass
@@ -234,7 +234,16 @@ class Trainer:
             raise DistillrecError(f"{path}: written by another model configuration; start a new --out or drop --resume")
         self.model.load_state_dict(ckpt["model"])
         if self.optimizer is not None and "optimizer" in ckpt:
+            # a saved param group carries its implementation flags; keep this optimiser's (a checkpoint from
+            # before the fused step would otherwise switch a resumed run back to the slow per-tensor update)
+            impl = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in self.optimizer.param_groups]
             self.optimizer.load_state_dict(ckpt["optimizer"])
+            for group, flags in zip(self.optimizer.param_groups, impl, strict=True):
+                group.update(flags)
+                for p in group["params"] if group.get("fused") else ():  # the fused kernel keeps `step` on device
+                    state = self.optimizer.state.get(p, {})
+                    if torch.is_tensor(state.get("step")):
+                        state["step"] = state["step"].to(p.device, torch.float32)
         if isinstance(self.distiller, nn.Module) and "distiller" in ckpt:
             self.distiller.load_state_dict(ckpt["distiller"])
         saved = ckpt.get("callbacks") or []
@@ -267,10 +276,9 @@ class Trainer:
 
 
 def _make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.optimizer in ("adam", "adamw"):
+        cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        return cls(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fusable(params))
     return torch.optim.SGD(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
 
