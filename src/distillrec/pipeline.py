@@ -30,6 +30,7 @@ import numpy as np
 
 from distillrec.config import RunConfig, TrainConfig, resolve_config
 from distillrec.data.dataset import Dataset
+from distillrec.distill import list_methods
 from distillrec.distill.ensemble import read_manifest
 from distillrec.train.evaluation import evaluate_model
 from distillrec.train.runs import (
@@ -168,7 +169,9 @@ class Job:
         hetero = cfg.teachers is not None
         demo = self.dataset_name == "synthetic" and not cfg.config_file and not cfg.teachers_config
         self.sets = list((DEMO_TRAIN_HETERO if hetero else DEMO_TRAIN) if demo else [])
-        self.sets, self.routed = split_sets(self.sets + list(cfg.overrides), _SET_TARGETS + tuple(cfg.methods))
+        # every registered method is a routing target, so a table's command can be re-run with some of its methods
+        targets = _SET_TARGETS + tuple(cfg.methods) + tuple(list_methods())
+        self.sets, self.routed = split_sets(self.sets + list(cfg.overrides), targets)
         self.eval_config: TrainConfig | None = None  # hetero: every row is evaluated with the students' settings
 
     def sets_for(self, target: str) -> list[str]:
