@@ -235,15 +235,12 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         if self.optimizer is not None and "optimizer" in ckpt:
             # a saved param group carries its implementation flags; keep this optimiser's (a checkpoint from
-            # before the fused step would otherwise switch a resumed run back to the slow per-tensor update)
+            # before the fused step would otherwise switch a resumed run back to the slow per-tensor update).
+            # Set before loading, so torch also places `step` where the fused kernel wants it.
+            opt_state = ckpt["optimizer"]
             impl = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in self.optimizer.param_groups]
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            for group, flags in zip(self.optimizer.param_groups, impl, strict=True):
-                group.update(flags)
-                for p in group["params"] if group.get("fused") else ():  # the fused kernel keeps `step` on device
-                    state = self.optimizer.state.get(p, {})
-                    if torch.is_tensor(state.get("step")):
-                        state["step"] = state["step"].to(p.device, torch.float32)
+            groups = [{**g, **flags} for g, flags in zip(opt_state["param_groups"], impl, strict=True)]
+            self.optimizer.load_state_dict({**opt_state, "param_groups": groups})
         if isinstance(self.distiller, nn.Module) and "distiller" in ckpt:
             self.distiller.load_state_dict(ckpt["distiller"])
         saved = ckpt.get("callbacks") or []
