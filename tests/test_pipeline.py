@@ -52,5 +52,14 @@ def test_run_end_to_end_and_reuse(tmp_path):
     assert added.exit_code == 0, added.output
     assert (out / "student" / "seed-2" / "results.json").exists()
     assert added.output.count("reusing") == 1  # the teacher
+    # The table covers every finished sub-run of --out trained under these settings, not only this call's:
+    # student seed 1 and rrd seed 1 join it (another process writing to the same --out loses no rows either).
+    assert "also in the table: rrd seed 1" in added.output
     assert [(r["name"], r["seeds"]) for r in json.loads((out / "results.json").read_text())["rows"]] == [
-        ("teacher", 1), ("student", 1)]
+        ("teacher", 1), ("student", 2), ("rrd", 1)]
+    # One trained under settings other than this call's stays out of it, and the output says why.
+    other = CliRunner().invoke(cli, [*more, "--set", "rrd.distill.lambda_rrd=0.5"], catch_exceptions=False)
+    assert other.exit_code == 0, other.output
+    assert "left out of the table" in other.output and "distill.lambda_rrd: (unset) → 0.5" in other.output
+    assert [(r["name"], r["seeds"]) for r in json.loads((out / "results.json").read_text())["rows"]] == [
+        ("teacher", 1), ("student", 2)]

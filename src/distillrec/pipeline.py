@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,6 +42,7 @@ from distillrec.train.runs import (
     load_data,
     load_run,
     model_size_key,
+    reuse_diffs,
     train,
 )
 from distillrec.utils import DistillrecError, atomic_write_json, atomic_write_text
@@ -271,25 +273,35 @@ class Job:
             for method in self.cfg.methods:
                 run = self._student(teacher, method, dim, seed)
                 entries.append(self._entry(method, seed, run, protocol))
-        summary = summarise(entries, _primary_metrics(protocol), protocol, dataset.name)
+        entries += self.finished_elsewhere(entries, lambda m, s: self._planned(teacher, m, dim, s), protocol)
+        summary = summarise(ordered(entries), _primary_metrics(protocol), protocol, dataset.name)
         self.write(summary, entries)
         return summary
+
+    def _planned(self, teacher: Run, method: str, dim: int, seed: int) -> RunConfig | dict[str, Any]:
+        """The config this job trains ``method`` × ``seed`` under (a NAS config's plain data for AdaRec)."""
+        if method == "adarec":
+            from distillrec import nas
+
+            return nas.resolve_nas_config(self.cfg.adarec_config, self._adarec_sets(dim, seed)).model_dump(mode="json")
+        sets = [*self.sets_for(method), f"train.seed={seed}"]
+        if method == "student":
+            base = teacher.config.derived_base()
+            base["model"][model_size_key(teacher.model.name)] = dim
+            return resolve_config(base=base, config_file=self.cfg.config_file, overrides=sets)
+        return distill_config(teacher, method, student_dim=dim, config_file=self.cfg.config_file, overrides=sets)
 
     def _student(self, teacher: Run, method: str, dim: int, seed: int) -> Run:
         if method == "adarec":
             return self._adarec(teacher, dim, seed)
-        size = model_size_key(teacher.model.name)
         sets = [*self.sets_for(method), f"train.seed={seed}"]
         sub = f"{method}/seed-{seed}"
         label = f"{method} (dim {dim}, seed {seed})"
+        planned = self._planned(teacher, method, dim, seed)
         if method == "student":
-            base = teacher.config.derived_base()
-            base["model"][size] = dim
-            cfg = resolve_config(base=base, config_file=self.cfg.config_file, overrides=sets)
             return self._train(sub, label, lambda path, resume: train(
-                self._dataset, config=cfg, out=path, resume=resume, progress=self.cfg.progress, echo=self._quiet),
-                planned=cfg)
-        planned = distill_config(teacher, method, student_dim=dim, config_file=self.cfg.config_file, overrides=sets)
+                self._dataset, config=planned, out=path, resume=resume, progress=self.cfg.progress,
+                echo=self._quiet), planned=planned)
         return self._train(sub, label, lambda path, resume: distill(
             teacher, method, out=path, student_dim=dim, config_file=self.cfg.config_file, overrides=sets,
             resume=resume, progress=self.cfg.progress, echo=self._quiet), planned=planned)
@@ -301,18 +313,52 @@ class Job:
 
         path = self.out / "adarec" / f"seed-{seed}"
         label = f"adarec (dim {dim}, seed {seed})"
-        stages = [f"{stage}.{text[len('train.'):]}" for text in self.sets if text.startswith("train.")
-                  for stage in ("search", "retrain")]
-        sets = [f"model.embedding_dim={dim}", *stages, f"search.seed={seed}", f"retrain.seed={seed}",
-                *self.routed.get("adarec", [])]
+        sets = self._adarec_sets(dim, seed)
         if (path / "results.json").exists():
-            check_reusable(path, nas.resolve_nas_config(self.cfg.adarec_config, sets).model_dump(mode="json"))
+            check_reusable(path, self._planned(teacher, "adarec", dim, seed))
             self.echo(f"{label}: reusing {path}")
         else:
             self.echo(f"{label}: searching → {path}")
             nas.search(self._dataset, teacher.path, path, sets, config_file=self.cfg.adarec_config,
                        progress=self.cfg.progress, echo=self._quiet)
         return load_run(path / "retrain", dataset=self._dataset)
+
+    def _adarec_sets(self, dim: int, seed: int) -> list[str]:
+        stages = [f"{stage}.{text[len('train.'):]}" for text in self.sets if text.startswith("train.")
+                  for stage in ("search", "retrain")]
+        return [f"model.embedding_dim={dim}", *stages, f"search.seed={seed}", f"retrain.seed={seed}",
+                *self.routed.get("adarec", [])]
+
+    def finished_elsewhere(self, entries: list[Entry], planned: Callable[[str, int], Any], protocol: str
+                           ) -> list[Entry]:
+        """Rows for finished sub-runs of ``out`` this invocation did not ask for — other seeds (an earlier
+        ``--first-seed``) or methods trained by another ``distillrec run`` into the same directory — when they
+        were trained under the settings this invocation would use (``planned(method, seed)``). Without them
+        the report of whichever process writes last holds only its own rows."""
+        have = {(e.name, e.seed) for e in entries}
+        known = {"student", "adarec", *list_methods()}
+        extra = []
+        method_dirs = sorted(p for p in self.out.iterdir() if p.is_dir()) if self.out.is_dir() else []
+        for method_dir in method_dirs:
+            method = method_dir.name
+            if split_best(method)[0] not in known:
+                continue
+            seeds = sorted(int(m.group(1)) for p in method_dir.iterdir() if (m := re.fullmatch(r"seed-(\d+)", p.name)))
+            for seed in seeds:
+                path = method_dir / f"seed-{seed}"
+                run_dir = path / "retrain" if method == "adarec" else path
+                if (method, seed) in have or not (run_dir / "results.json").exists():
+                    continue
+                try:
+                    diffs = reuse_diffs(path, planned(method, seed))
+                except DistillrecError as exc:
+                    diffs = [str(exc)]
+                if diffs:
+                    self.echo(f"left out of the table: {path}, trained under other settings ({'; '.join(diffs[:3])})")
+                    continue
+                self.echo(f"also in the table: {method} seed {seed} (finished in {path})")
+                extra.append(self._entry(method, seed, load_run(run_dir, dataset=self._dataset), protocol))
+        return extra
 
     def _entry(self, name: str, seed: int, run: Run, protocol: str) -> Entry:
         results = json.loads((run.path / "results.json").read_text())
@@ -337,6 +383,20 @@ class Job:
         self.echo("")
         self.echo(terminal_table(summary))
         self.echo(f"\nwritten: {self.out}/report.md, results.json, accuracy_vs_parameters.png, learning_curves.png")
+
+
+def ordered(entries: list[Entry]) -> list[Entry]:
+    """Teachers and the ensemble first, then the student alone, then each method in order of first appearance;
+    seeds ascending within a method."""
+    first: dict[str, int] = {}
+    for e in entries:
+        first.setdefault(e.name, len(first))
+
+    def key(e: Entry) -> tuple[int, int, int]:
+        group = 1 if e.name == "student" else 0 if _is_reference(e.name) else 2
+        return group, first[e.name], e.seed
+
+    return sorted(entries, key=key)
 
 
 def _is_reference(name: str) -> bool:

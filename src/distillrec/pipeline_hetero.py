@@ -38,7 +38,7 @@ _HETCOMP_LISTS = {"n_topk": 100, "n_ranked": 50, "n_emphasis": 10, "discrepancy_
 
 
 def run_hetero(job: Job) -> dict[str, Any]:
-    from distillrec.pipeline import HETERO_STUDENT_DIM, Entry, _primary_metrics, summarise
+    from distillrec.pipeline import HETERO_STUDENT_DIM, Entry, _primary_metrics, ordered, summarise
 
     cfg = job.cfg
     manifest = job.manifest
@@ -68,7 +68,9 @@ def run_hetero(job: Job) -> dict[str, Any]:
         for method in cfg.methods:
             config = student_config(job, ts, method, dim, seed, file_raw, file_distill)
             entries.append(job._entry(method, seed, _student(job, ts, method, config, dim, seed), "full"))
-    summary = summarise(entries, _primary_metrics("full", probe.train.topk), "full", dataset.name)
+    entries += job.finished_elsewhere(
+        entries, lambda m, s: student_config(job, ts, m, dim, s, file_raw, file_distill), "full")
+    summary = summarise(ordered(entries), _primary_metrics("full", probe.train.topk), "full", dataset.name)
     summary["teacher_set"] = str(ts.path)
     job.write(summary, entries)
     return summary

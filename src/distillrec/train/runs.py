@@ -164,15 +164,20 @@ def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{key}: {old} → {new}"]
 
 
+def reuse_diffs(run_dir: Path, planned: RunConfig | dict[str, Any]) -> list[str]:
+    """The settings in which the run in ``run_dir`` differs from ``planned`` (empty: it can stand for it)."""
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.exists():
+        return []
+    old = yaml.safe_load(cfg_path.read_text()) or {}
+    return config_diff(old, planned.to_plain() if isinstance(planned, RunConfig) else planned)
+
+
 def check_reusable(run_dir: Path, planned: RunConfig | dict[str, Any]) -> None:
     """Refuse to reuse a finished run that was trained under another config than ``planned`` (a run config,
     or the plain data of another config, e.g. a NAS one): its results would be reported as if they came from
     the settings asked for now."""
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.exists():
-        return
-    old = yaml.safe_load(cfg_path.read_text()) or {}
-    diffs = config_diff(old, planned.to_plain() if isinstance(planned, RunConfig) else planned)
+    diffs = reuse_diffs(run_dir, planned)
     if diffs:
         raise DistillrecError(f"{run_dir} holds a finished run trained under another config ({'; '.join(diffs)}); "
                               "choose another --out, or delete that run to train it again")
