@@ -51,6 +51,29 @@ def test_each_op_sees_the_future_exactly_when_not_causal(name):
     assert op(torch.rand(3, 7, 4)).shape == (3, 7, 4)
 
 
+@pytest.mark.parametrize("name", sorted(n for n in OPS if OPS[n].kind != "zero"))
+def test_each_op_equals_the_pytorch_layer_on_the_padded_sequence(name):
+    """The [B, L, C] implementations (one GEMM over shifted taps, pools as element-wise maxima / sums) give the
+    values of Conv1d / MaxPool1d / AvgPool1d applied to the zero-padded [B, C, L] sequence."""
+    torch.manual_seed(1)
+    spec, c = OPS[name], 5
+    op = make_op(name, c, norm="layer").eval()
+    x = torch.relu(torch.randn(3, 11, c))
+    width = (spec.kernel - 1) * spec.dilation
+    left = width if spec.causal else width // 2
+    xp = torch.nn.functional.pad(x.transpose(1, 2), (left, width - left))  # [B, C, L + width]
+    if spec.kind == "conv":
+        ref = op.norm(torch.nn.functional.conv1d(xp, op.conv.weight, op.conv.bias, dilation=spec.dilation)
+                      .transpose(1, 2))
+    elif spec.kind == "max":
+        ref = torch.nn.functional.max_pool1d(xp, spec.kernel, stride=1).transpose(1, 2)
+    elif spec.kind == "avg":
+        ref = torch.nn.functional.avg_pool1d(xp, spec.kernel, stride=1).transpose(1, 2)
+    else:
+        ref = x
+    assert torch.allclose(op(x), ref, atol=1e-5), name
+
+
 def _seq_batch(n: int = 3, length: int = 10, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     seq = torch.randint(0, N_ITEMS, (n, length), generator=g)
@@ -134,6 +157,28 @@ def test_derived_student_macs_are_the_sum_of_its_ops():
     macs = count_macs(student, lambda: student.seq_output(seq))
     per_cell = sum(costs[g]["macs"] for g in genotype) + 2 * length * c  # + the cell's LayerNorm
     assert macs == student.config.n_cells * per_cell + length * c * (c + 1)  # + the final Linear
+
+
+@pytest.mark.parametrize("genotype, per_cell", [
+    (["conv_3", "max_pool_3", "max_pool_3", "skip_connect", "skip_connect", "avg_pool_3"], 6),  # Beauty's cell
+    (["conv_3", "skip_connect", "max_pool_3", "none", "dil_conv_5", "conv_5"], 10),  # 0 →(2) 1 →(8) 3
+])
+def test_scoring_reads_only_the_receptive_field(genotype, per_cell):
+    """The newest output depends on exactly the last context_length() positions: trimming the sequence to them
+    changes nothing, one position fewer does (the bound is tight), so scoring may drop the rest."""
+    torch.manual_seed(0)
+    cfg = StudentConfig(embedding_dim=6, n_cells=2, max_len=40, genotype=genotype, dropout=0.0)
+    student = AdaRecStudent(4, N_ITEMS, cfg).eval()
+    context = student.context_length()
+    assert context == 1 + 2 * per_cell
+    seq = torch.randint(0, N_ITEMS, (3, 40))
+    with torch.no_grad():
+        full = student.seq_output(seq)[:, -1]
+        assert torch.allclose(student.seq_output(seq[:, -context:])[:, -1], full, atol=1e-5)
+        assert not torch.allclose(student.seq_output(seq[:, -(context - 1):])[:, -1], full, atol=1e-5)
+    faithful = StudentConfig(embedding_dim=6, genotype=["std_cnn_3"] * 6, faithful=True)
+    with pytest.warns(UserWarning, match="faithful"):
+        assert AdaRecStudent(4, N_ITEMS, faithful).context_length() is None  # non-causal ops: no trimming
 
 
 def test_gumbel_straight_through_one_hot_forward_soft_backward():

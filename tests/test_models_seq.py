@@ -163,6 +163,21 @@ def test_left_padding_does_not_change_last_output(k):
     assert torch.allclose(alone, padded, atol=1e-5) and torch.allclose(alone, more, atol=1e-5)
 
 
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_scoring_the_newest_position_alone_is_exact(k):
+    """user_repr's shortcuts (SASRec: the last block's newest query alone; NextItNet: the columns inside its
+    receptive field) give the newest output of the full all-positions pass, padded rows included."""
+    n_items, max_len = 30, 40
+    model = _models(n_items, max_len)[k].eval()
+    seqs = [list(np.random.default_rng(s).integers(0, n_items, size=n)) for s, n in ((0, 40), (1, 5), (2, 33))]
+    batch = pad_left(seqs, max_len, n_items)
+    with torch.no_grad():
+        full = model.seq_output(batch)[:, -1]
+        assert torch.allclose(model.output(model.last_hidden(batch)), full, atol=1e-5)
+        context = model.context_length() or max_len
+        assert torch.allclose(model.output(model.last_hidden(batch[:, -context:])), full, atol=1e-5)
+
+
 def test_nextitnet_receptive_field():
     # dilations [1, 4] -> convolutions 1, 2, 4, 8 with kernel 3: the last output sees 1 + 2 * 15 = 31 positions
     model = NextItNet(1, 50, NextItNetConfig(embedding_dim=8, dilations=[1, 4], n_blocks=1, max_len=40)).eval()

@@ -96,6 +96,9 @@ class NextItNet(SequentialRecommender):
         k = self.config.kernel_size
         return 1 + (k - 1) * 3 * sum(self.config.dilations) * self.config.n_blocks  # d + 2d per block
 
+    def context_length(self) -> int:
+        return self.receptive_field
+
     def encode(self, input_seq: Tensor) -> list[Tensor]:
         real = (input_seq != self.pad_id).unsqueeze(-1).to(self.item_embedding.weight.dtype)
         x = self.dropout(self.item_embedding(input_seq)) * real

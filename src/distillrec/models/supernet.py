@@ -72,26 +72,45 @@ def edge_list(n_nodes: int) -> list[tuple[int, int]]:
 
 
 # -- operations -------------------------------------------------------------------------------------------
+# Ops work on [B, L, C] directly: a convolution is one GEMM over the k shifted copies of the sequence, a pool
+# is k − 1 element-wise ops on shifted slices. PyTorch's Conv1d/MaxPool1d/AvgPool1d want [B, C, L]; the
+# transposes, the copies they force and the CPU pooling kernels made the derived student's encoder slower
+# than a SASRec teacher's (a 128-sequence batch of the Beauty student: avg_pool 2.9 ms a call). Values equal
+# the PyTorch layers' (tests/test_adarec_supernet.py).
 def _pad(x: Tensor, width: int, causal: bool) -> Tensor:
-    """Zero-pad the length axis of x [B, C, L]: left only (causal) or both sides."""
-    return F.pad(x, (width, 0) if causal else (width // 2, width - width // 2))
+    """Zero-pad the length axis of x [B, L, C]: left only (causal) or both sides."""
+    left = width if causal else width // 2
+    return F.pad(x, (0, 0, left, width - left))
+
+
+def _taps(x: Tensor, kernel: int, dilation: int, causal: bool) -> list[Tensor]:
+    """The k shifted views [B, L, C] a window op combines at every position (oldest first)."""
+    n = x.shape[1]
+    xp = _pad(x, (kernel - 1) * dilation, causal)
+    return [xp[:, j * dilation : j * dilation + n] for j in range(kernel)]
 
 
 class ConvOp(nn.Module):
     """Conv1d over positions (bias) + a norm: LayerNorm over channels (default; per position, so it is causal)
-    or the authors' BatchNorm1d (faithful; its batch statistics mix positions)."""
+    or the authors' BatchNorm1d (faithful; its batch statistics mix positions). The ``nn.Conv1d`` holds the
+    weights (checkpoints keep their names); the forward pass is one GEMM on the concatenated taps."""
 
     def __init__(self, channels: int, kernel: int, dilation: int, causal: bool, norm: str) -> None:
         super().__init__()
-        self.causal, self.width = causal, (kernel - 1) * dilation
+        self.causal, self.kernel, self.dilation = causal, kernel, dilation
         self.conv = nn.Conv1d(channels, channels, kernel, dilation=dilation)
         self.norm = nn.BatchNorm1d(channels) if norm == "batch" else nn.LayerNorm(channels)
 
     def forward(self, x: Tensor) -> Tensor:  # [B, L, C]
-        h = self.conv(_pad(x.transpose(1, 2), self.width, self.causal))
+        taps = torch.cat(_taps(x, self.kernel, self.dilation, self.causal), dim=-1)  # [B, L, k·C], tap-major
+        w = self.conv.weight.permute(0, 2, 1).reshape(self.conv.out_channels, -1)  # [C_out, k·C_in], tap-major
+        h = F.linear(taps, w, self.conv.bias)
         if isinstance(self.norm, nn.BatchNorm1d):
-            return self.norm(h).transpose(1, 2)
-        return self.norm(h.transpose(1, 2))
+            return self.norm(h.transpose(1, 2)).transpose(1, 2)
+        return self.norm(h)
+
+    def macs(self, out: Tensor) -> int:
+        return out.numel() * (self.conv.in_channels * self.kernel + 1)
 
 
 class PoolOp(nn.Module):
@@ -100,11 +119,17 @@ class PoolOp(nn.Module):
 
     def __init__(self, kind: str, kernel: int, causal: bool) -> None:
         super().__init__()
-        self.causal, self.width = causal, kernel - 1
-        self.pool = nn.MaxPool1d(kernel, stride=1) if kind == "max" else nn.AvgPool1d(kernel, stride=1)
+        self.kind, self.kernel, self.causal = kind, kernel, causal
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.pool(_pad(x.transpose(1, 2), self.width, self.causal)).transpose(1, 2)
+        taps = _taps(x, self.kernel, 1, self.causal)
+        out = taps[0]
+        for t in taps[1:]:
+            out = torch.maximum(out, t) if self.kind == "max" else out + t
+        return out if self.kind == "max" else out / self.kernel
+
+    def macs(self, out: Tensor) -> int:
+        return out.numel() * self.kernel
 
 
 class Zero(nn.Module):
@@ -128,14 +153,16 @@ def make_op(name: str, channels: int, norm: str = "layer") -> nn.Module:
 
 # -- measured costs -----------------------------------------------------------------------------------------
 def count_macs(module: nn.Module, run: Callable[[], object]) -> int:
-    """Multiply-accumulates of ``run()`` counted by forward hooks on the leaf layers that do arithmetic:
-    Conv1d out·(C_in/groups·k + 1 bias), Linear out·(in + 1), Layer/BatchNorm 2·out (normalise + affine),
+    """Multiply-accumulates of ``run()`` counted by forward hooks on the layers that do arithmetic:
+    Conv1d and ConvOp out·(C_in/groups·k + 1 bias), Linear out·(in + 1), Layer/BatchNorm 2·out (normalise + affine),
     pooling out·k. Element-wise activations and attention products are not counted."""
     total = [0]
 
     def hook(m: nn.Module, inp, out) -> None:
         n = out.numel()
-        if isinstance(m, nn.Conv1d):
+        if isinstance(m, ConvOp | PoolOp):  # they run their arithmetic themselves (not through a Conv1d call)
+            total[0] += m.macs(out)
+        elif isinstance(m, nn.Conv1d):
             total[0] += n * (m.in_channels // m.groups * m.kernel_size[0] + (m.bias is not None))
         elif isinstance(m, nn.Linear):
             total[0] += n * (m.in_features + (m.bias is not None))
@@ -388,6 +415,19 @@ class AdaRecStudent(_CellNet):
         if config is None:
             raise DistillrecError("adarec: a genotype (one op name per edge) is required")
         super().__init__(n_users, n_items, config, [[name] for name in config.genotype])
+
+    def context_length(self) -> int | None:
+        """1 + the summed window widths along the longest path through every cell: all its ops are causal, so
+        the newest output never reads an older position (a Beauty batch's 50 columns shrink to 25 for the
+        searched cell conv_3 → max_pool_3 → avg_pool_3). Non-causal (faithful) ops: no trimming."""
+        specs = [OPS[name] for name in self.config.genotype]
+        if not all(s.causal for s in specs):
+            return None
+        reach = [0] * (self.config.n_nodes + 1)
+        for (src, dst), s in zip(edge_list(self.config.n_nodes), specs, strict=True):
+            width = (s.kernel - 1) * s.dilation if s.kind in ("conv", "max", "avg") else 0
+            reach[dst] = max(reach[dst], reach[src] + width)
+        return 1 + self.config.n_cells * max(reach)
 
     def warm_start(self, supernet: SuperNet) -> int:
         """Copy every weight whose name and shape match from a trained super-net; returns how many tensors."""
