@@ -38,7 +38,8 @@ _HETCOMP_LISTS = {"n_topk": 100, "n_ranked": 50, "n_emphasis": 10, "discrepancy_
 
 
 def run_hetero(job: Job) -> dict[str, Any]:
-    from distillrec.pipeline import HETERO_STUDENT_DIM, Entry, _primary_metrics, ordered, summarise
+    from distillrec.pipeline import HETERO_STUDENT_DIM, _primary_metrics
+    from distillrec.report.summary import Entry, ordered, summarise
 
     cfg = job.cfg
     manifest = job.manifest

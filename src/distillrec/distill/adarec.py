@@ -9,7 +9,7 @@
   ablation.
 * L_logit: Hinton KD, T²·KL(p_t^T ‖ p_s^T) over all items.
 * L_cost: Σ over edges of ⟨hard Gumbel sample, per-op cost⟩; the costs are measured from the op modules at the
-  configured width (``models.supernet.measure_op_costs``) and normalised (``cost_mode``).
+  configured width (``models.seq_ops.measure_op_costs``) and normalised (``cost_mode``).
 
 Why an ``nn.Module`` with the Distiller hooks rather than a ``Distiller``: AdaRec distils the teacher's hidden
 states, embedding output and full logits at every position of the training batch, which a cached top-N /
