@@ -65,15 +65,16 @@ def gumbel_softmax_st(logits: Tensor, tau: float, generator: torch.Generator | N
 
 # -- cells ----------------------------------------------------------------------------------------------------
 class MixedEdge(nn.Module):
-    """ReLU, then Σ_o w_o·op_o. Without gradients only the ops with a non-zero weight run (evaluation)."""
+    """Σ_o w_o·op_o on the ReLU of the edge's source node (the cell applies it once per node). Without gradients
+    only the ops with a non-zero weight run (evaluation)."""
 
     def __init__(self, names: list[str], channels: int, norm: str) -> None:
         super().__init__()
         self.names = list(names)
         self.ops = nn.ModuleDict({n: make_op(n, channels, norm) for n in names})
+        self.is_zero = self.names == ["none"]  # a derived edge that adds exact zeros
 
-    def forward(self, x: Tensor, weights: Tensor | None) -> Tensor:
-        h = torch.relu(x)
+    def forward(self, h: Tensor, weights: Tensor | None) -> Tensor:
         if weights is None:  # a derived edge: its single op
             return next(iter(self.ops.values()))(h)
         if not (torch.is_grad_enabled() and weights.requires_grad):
@@ -95,13 +96,20 @@ class Cell(nn.Module):
     def forward(self, x: Tensor, real: Tensor, arch: Tensor | None) -> Tensor:
         """x [B, L, C]; real [B, L, 1] (0 at padding); arch [n_edges, n_ops] or None (derived cell)."""
         nodes = [x]
+        acts: list[Tensor | None] = [None] * (self.n_nodes + 1)  # each node's ReLU, shared by its out-edges
         e = 0
         for n in range(1, self.n_nodes + 1):
-            s = 0
+            s = None
             for j in range(n):
-                s = s + self.edges[e](nodes[j], None if arch is None else arch[e])
+                edge, weights = self.edges[e], None if arch is None else arch[e]
                 e += 1
-            nodes.append(s * real)
+                if weights is None and edge.is_zero:
+                    continue
+                if acts[j] is None:
+                    acts[j] = torch.relu(nodes[j])
+                out = edge(acts[j], weights)
+                s = out if s is None else s + out
+            nodes.append(torch.zeros_like(x) if s is None else s * real)
         w = torch.softmax(self.node_attn, 0)
         mix = sum(w[i] * nodes[i + 1] for i in range(self.n_nodes))
         return (x + torch.relu(self.norm(mix))) * real
