@@ -224,3 +224,33 @@ def test_a_catalogue_too_small_for_the_lists_is_cut_with_warnings():
     assert d.user_lists.combined.tolist() == [[3, 2, 1, 1, 1]]
     assert torch.isfinite(d.loss({"users": torch.tensor([0]), "pos_items": torch.tensor([0]),
                                   "neg_items": torch.tensor([[1]])})["rrd"])
+
+
+# -- every method with NeuMF and LightGCN on either side ------------------------------------------------------
+PAIRS = [("neumf", "neumf"), ("lightgcn", "lightgcn"), ("bpr", "neumf"), ("lightgcn", "bpr")]  # teacher, student
+HP = {"bpr": {"embedding_dim": 8}, "neumf": {"embedding_dim": 4, "mlp_layers": [8, 4]},
+      "lightgcn": {"embedding_dim": 8, "n_layers": 2}}
+FIRST_CASES = {name: config for name, config, _, _ in reversed(CASES)}  # the first config of each method
+
+
+@pytest.mark.parametrize("name", sorted(FIRST_CASES))
+@pytest.mark.parametrize(("teacher_name", "student_name"), PAIRS)
+def test_every_method_with_neumf_and_lightgcn(setting, name, teacher_name, student_name):
+    """Knowledge from a NeuMF / LightGCN teacher (non-dot scoring, graph propagation) and a loss whose
+    gradients reach every embedding table of a NeuMF / LightGCN student."""
+    from distillrec.models import get_model_class
+
+    ds, _, batch = setting
+    torch.manual_seed(2)
+    teacher = get_model_class(teacher_name).from_dataset(ds, **HP[teacher_name])
+    student = get_model_class(student_name).from_dataset(ds, **HP[student_name])
+    teacher.eval()
+    d = get_method(name).from_teacher(student, teacher, ds, FIRST_CASES[name], seed=0)
+    d.on_epoch_start(1)
+    with student.training_step():
+        out = d.loss(batch)
+        assert all(v.dim() == 0 and torch.isfinite(v) for v in out.values())
+        sum(v for k, v in out.items() if k != "base").backward()  # the distillation terms alone
+    tables = [m.weight for m in student.modules() if isinstance(m, torch.nn.Embedding)]
+    assert tables and all(t.grad is not None and t.grad.abs().sum() > 0 for t in tables)
+    assert all(p.grad is None for p in teacher.parameters())
