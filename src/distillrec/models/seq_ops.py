@@ -26,6 +26,11 @@ class OpSpec:
     dilation: int = 1
     causal: bool = True
 
+    @property
+    def window(self) -> int:
+        """How many earlier positions the op reads besides the current one ((k − 1)·d; 0 for skip and zero)."""
+        return (self.kernel - 1) * self.dilation
+
 
 OPS: dict[str, OpSpec] = {
     # causal ops (the corrected search space)
@@ -141,7 +146,7 @@ def make_op(name: str, channels: int, norm: str = "layer") -> nn.Module:
 def count_macs(module: nn.Module, run: Callable[[], object]) -> int:
     """Multiply-accumulates of ``run()`` counted by forward hooks on the layers that do arithmetic:
     Conv1d and ConvOp out·(C_in/groups·k + 1 bias), Linear out·(in + 1), Layer/BatchNorm 2·out (normalise + affine),
-    pooling out·k. Element-wise activations and attention products are not counted."""
+    PoolOp out·k. Element-wise activations and attention products are not counted."""
     total = [0]
 
     def hook(m: nn.Module, inp, out) -> None:
@@ -154,9 +159,6 @@ def count_macs(module: nn.Module, run: Callable[[], object]) -> int:
             total[0] += n * (m.in_features + (m.bias is not None))
         elif isinstance(m, nn.LayerNorm | nn.BatchNorm1d):
             total[0] += 2 * n
-        elif isinstance(m, nn.MaxPool1d | nn.AvgPool1d):
-            k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
-            total[0] += n * k
 
     handles = [m.register_forward_hook(hook) for m in module.modules()]
     try:

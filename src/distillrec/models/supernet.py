@@ -287,8 +287,7 @@ class AdaRecStudent(_CellNet):
             return None
         reach = [0] * (self.config.n_nodes + 1)
         for (src, dst), s in zip(edge_list(self.config.n_nodes), specs, strict=True):
-            width = (s.kernel - 1) * s.dilation if s.kind in ("conv", "max", "avg") else 0
-            reach[dst] = max(reach[dst], reach[src] + width)
+            reach[dst] = max(reach[dst], reach[src] + s.window)
         return 1 + self.config.n_cells * max(reach)
 
     def warm_start(self, supernet: SuperNet) -> int:
