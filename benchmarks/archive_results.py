@@ -16,11 +16,14 @@ import filecmp
 import shutil
 from pathlib import Path
 
+from distillrec.report.summary import seed_dirs
+
 FILES = ("results.json", "config.yaml")
 
 
 def finished_runs(root: Path) -> list[Path]:
-    runs = [p.parent for p in root.glob("*/seed-*/results.json")]
+    runs = [p for method_dir in root.iterdir() for p in seed_dirs(method_dir).values()
+            if (p / "results.json").exists()] if root.is_dir() else []
     runs += [p.parent for p in root.glob("teacher-*/results.json")]
     return sorted(runs)
 

@@ -14,21 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
+from distillrec.report.summary import seed_dirs
+
 
 def seeds_of(method_dir: Path) -> dict[int, dict[str, Any]]:
-    out = {}
-    for p in method_dir.glob("seed-*/results.json"):
-        m = re.fullmatch(r"seed-(\d+)", p.parent.name)
-        if m:
-            out[int(m.group(1))] = json.loads(p.read_text())
-    return out
+    return {seed: json.loads((p / "results.json").read_text()) for seed, p in seed_dirs(method_dir).items()
+            if (p / "results.json").exists()}
 
 
 def fmt(values: list[float]) -> str:

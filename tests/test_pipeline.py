@@ -63,3 +63,16 @@ def test_run_end_to_end_and_reuse(tmp_path):
     assert "left out of the table" in other.output and "distill.lambda_rrd: (unset) → 0.5" in other.output
     assert [(r["name"], r["seeds"]) for r in json.loads((out / "results.json").read_text())["rows"]] == [
         ("teacher", 1), ("student", 2)]
+
+
+def test_seed_dirs_reads_only_numbered_seed_directories(tmp_path):
+    from distillrec.report.summary import seed_dirs
+
+    method = tmp_path / "rrd"
+    for name in ("seed-10", "seed-2", "seed-x", "seeds-3", "best"):
+        (method / name).mkdir(parents=True)
+    (method / "seed-4").write_text("a file, not a sub-run")
+    found = seed_dirs(method)
+    assert list(found) == [2, 10]  # numeric order, not string order
+    assert found[10] == method / "seed-10"
+    assert seed_dirs(tmp_path / "missing") == {}

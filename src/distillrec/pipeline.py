@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,7 +30,7 @@ from distillrec.config import RunConfig, TrainConfig, resolve_config
 from distillrec.data.dataset import Dataset
 from distillrec.distill import list_methods
 from distillrec.distill.ensemble import read_manifest
-from distillrec.report.summary import Entry, ordered, summarise
+from distillrec.report.summary import Entry, ordered, seed_dirs, summarise
 from distillrec.train.evaluation import evaluate_model
 from distillrec.train.runs import (
     Run,
@@ -330,9 +329,7 @@ class Job:
             method = method_dir.name
             if split_best(method)[0] not in known:
                 continue
-            seeds = sorted(int(m.group(1)) for p in method_dir.iterdir() if (m := re.fullmatch(r"seed-(\d+)", p.name)))
-            for seed in seeds:
-                path = method_dir / f"seed-{seed}"
+            for seed, path in seed_dirs(method_dir).items():
                 run_dir = path / "retrain" if method == "adarec" else path
                 if (method, seed) in have or not (run_dir / "results.json").exists():
                     continue

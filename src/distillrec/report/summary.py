@@ -4,7 +4,9 @@ time, and a paired test of each method against the student trained alone (per us
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +27,16 @@ class Entry:
     results: dict[str, Any]
     eval: Any = None  # EvalResult on the test split, with per-user values
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_dirs(method_dir: Path) -> dict[int, Path]:
+    """``{seed: path}`` for the ``seed-N`` sub-directories of one method's directory in a ``distillrec run``
+    output, in seed order (the layout the pipeline writes, and the archive and table scripts read)."""
+    if not method_dir.is_dir():
+        return {}
+    found = {int(m.group(1)): p for p in method_dir.iterdir()
+             if p.is_dir() and (m := re.fullmatch(r"seed-(\d+)", p.name))}
+    return dict(sorted(found.items()))
 
 
 def ordered(entries: list[Entry]) -> list[Entry]:
