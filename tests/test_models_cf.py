@@ -148,6 +148,22 @@ def test_neumf_candidate_lists_project_each_item_once_with_the_same_values_and_g
         torch.testing.assert_close(grads[n], p.grad, msg=n)
 
 
+@pytest.mark.parametrize("n_pairs", [4, 60])  # fewer pairs than either table's rows, and more than both
+def test_neumf_pair_scores_match_list_scores_in_values_and_gradients(n_pairs):
+    torch.manual_seed(0)
+    model = NeuMF(6, 9, NeuMF.Config(embedding_dim=4, mlp_layers=[8, 6, 3]))
+    users, items = torch.randint(0, 6, (n_pairs,)), torch.randint(0, 9, (n_pairs,))
+    pairs = model.score(users, items)  # the pair form (projected tables once past their size)
+    (pairs ** 2).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    listed = model._logits(users, items.unsqueeze(1)).squeeze(1)  # one row per pair, projected per row
+    (listed ** 2).sum().backward()
+    torch.testing.assert_close(pairs, listed)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(grads[n], p.grad, msg=n)
+
+
 def test_lightgcn_propagation_matches_dense_computation():
     r = np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 0, 0]], dtype=np.float32)  # item 3 is isolated
     ds = Dataset("g", 3, 4, train=sp.csr_matrix(r), test=sp.csr_matrix((3, 4)))
