@@ -61,6 +61,8 @@ class DCDConfig(MethodConfig):
     n_item_samples: int = 20  # P on the item side
     epsilon: float = 0.1
     floor: float = 1e-5
+    # The code's 3: refreshing every epoch gave the same BPR student (test H@5 0.4829 vs 0.4840) for 1.3× the
+    # epoch time, and a NeuMF student's overshoot cycle only shortens to 2 epochs (BENCHMARKS.md, session 14).
     refresh_every: int = 3
     sampling: Literal["discrepancy", "top"] = "discrepancy"
     # "epoch": one draw per row per epoch, reused by every batch (RRD's schedule; ~6× fewer draws);
