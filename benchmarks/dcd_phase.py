@@ -7,7 +7,7 @@ the validation metric at each phase (0 = the epoch that refreshed), and draws th
 epochs marked, so a run that oscillates with the cycle shows it.
 
     .venv/bin/python benchmarks/dcd_phase.py runs/citeulike-loo/kd-neumf/dcd/seed-1 \
-        runs/citeulike-loo/kd-neumf-r1/dcd/seed-1 --metric hit@5 --png dcd_phase.png
+        runs/citeulike-loo/kd-neumf-refresh1/dcd/seed-1 --metric hit@5 --png dcd_phase.png
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from pathlib import Path
 import yaml
 from matplotlib.figure import Figure
 
+from distillrec.distill.dcd import DCDConfig
+
 
 def read_run(path: Path, metric: str) -> tuple[int, list[tuple[int, float, float]]]:
     cfg = yaml.safe_load((path / "config.yaml").read_text())
-    every = int(cfg.get("distill", {}).get("refresh_every", 3))
+    every = int(cfg.get("distill", {}).get("refresh_every", DCDConfig().refresh_every))  # unset = the default
     rows = []
     for line in (path / "log.jsonl").read_text().splitlines():
         r = json.loads(line)
@@ -66,8 +68,8 @@ def main() -> None:
         print("\n".join(phase_table(every, rows, windows)))
         epochs, values = [e for e, _, _ in rows], [v for _, v, _ in rows]
         line, = ax.plot(epochs, values, lw=0.8, label=f"{path} (refresh every {every})")
-        fresh = [(e, v) for e, v, _ in rows if (e - 1) % every == 0]
         if every > 1:
+            fresh = [(e, v) for e, v, _ in rows if (e - 1) % every == 0]
             ax.plot(*zip(*fresh, strict=True), ".", ms=3, color=line.get_color())
     if args.png:
         ax.set_xlabel("epoch")
