@@ -163,19 +163,45 @@ def evaluate_cmd(run_dir, dataset, protocol, split, as_json) -> None:
 
 @cli.command("recommend")
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--user", "-u", required=True, help="external user id (as in the data file)")
+@click.option("--user", "-u", "users", multiple=True, help="external user id (as in the data file); repeatable")
+@click.option("--users-file", type=click.Path(exists=True, dir_okay=False),
+              help="a file of external user ids, one per line")
+@click.option("--all-users", is_flag=True, help="every user of the data set")
 @click.option("--k", "-k", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", "-o", type=click.Path(dir_okay=False),
+              help="write the table user, rank, item, score to a .csv, .parquet or .jsonl file (atomically)")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="users scored at a time")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def recommend_cmd(run_dir, user, k, as_json) -> None:
-    """Top-K items for a user, in external item ids, training items excluded."""
+def recommend_cmd(run_dir, users, users_file, all_users, k, out, batch_size, as_json) -> None:
+    """Top-K items per user, in external ids, training items excluded: one user, a list, or every user."""
+    from distillrec.train.recommend import check_output_path, read_user_file
     from distillrec.train.runs import load_run
 
-    recs = load_run(run_dir).recommend(user, k)
-    if as_json:
-        click.echo(json.dumps([{"item": i, "score": s} for i, s in recs]))
-    else:
-        for rank, (item, score) in enumerate(recs, 1):
+    if sum((bool(users), users_file is not None, all_users)) != 1:
+        raise click.UsageError("give --user (repeatable), --users-file or --all-users (one of them)")
+    if out:
+        check_output_path(out)
+    source = ""
+    if users_file is not None:
+        users, source = read_user_file(users_file), users_file
+        if not users:
+            raise click.UsageError(f"{users_file}: no user ids in the file")
+    run = load_run(run_dir)
+    table = run.recommend_many(None if all_users else users, k, batch_size=batch_size, source=source)
+    if out:
+        from distillrec.train.recommend import write_recommendations
+
+        write_recommendations(table, out)
+        click.echo(f"{len(table):,} recommendations for {table['user'].nunique():,} users → {out}", err=True)
+    elif as_json:
+        click.echo(json.dumps([{"user": u, "item": i, "score": float(s)}
+                               for u, i, s in zip(table["user"], table["item"], table["score"])]))
+    elif len(users) == 1 and not all_users:
+        for rank, item, score in zip(table["rank"], table["item"], table["score"]):
             click.echo(f"{rank:3d}  {item}  {score:.4f}")
+    else:
+        for user, rank, item, score in zip(table["user"], table["rank"], table["item"], table["score"]):
+            click.echo(f"{user}\t{rank}\t{item}\t{score:.4f}")
 
 
 from distillrec.commands.search import search_cmd  # noqa: E402

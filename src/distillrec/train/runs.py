@@ -6,13 +6,12 @@ and ``checkpoints/last.pt``, and ``learning_curve.png``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+import pandas as pd
 import yaml
 
 from distillrec.config import RunConfig, resolve_config
@@ -49,21 +48,20 @@ class Run:
                                 else self.config.train.protocol)
         return rounded(evaluate_model(self.model, self.dataset, split, protocol, self.config.train).metrics)
 
-    @torch.no_grad()
     def recommend(self, user: str | int, k: int = 10, split: str = "test") -> list[tuple[str, float]]:
         """Top-k items (external ids, scores) for an external user id; items seen in training excluded."""
-        try:
-            u = self.dataset.user_index(user)
-        except KeyError as e:
-            raise DistillrecError(str(e.args[0])) from None
-        self.model.eval()
-        self.model.prepare_eval(self.dataset, split)
-        scores = self.model.full_scores(torch.tensor([u], device=self.model.device))[0].float().cpu()
-        seen = self.dataset.train.indices[self.dataset.train.indptr[u] : self.dataset.train.indptr[u + 1]]
-        scores[torch.from_numpy(seen.astype(np.int64))] = -torch.inf
-        k = min(k, int(torch.isfinite(scores).sum()))
-        top = torch.topk(scores, k)
-        return [(str(self.dataset.item_ids[i]), float(s)) for s, i in zip(top.values, top.indices.tolist())]
+        frame = self.recommend_many([user], k, split, progress=False)
+        return list(zip(frame["item"].tolist(), frame["score"].astype(float).tolist()))
+
+    def recommend_many(self, users: Iterable[str | int] | None = None, k: int = 10, split: str = "test",
+                       batch_size: int | None = None, progress: bool | None = None,
+                       source: str = "") -> pd.DataFrame:
+        """Top-k for many external user ids (every user when None) as the table ``user, rank, item, score``,
+        scored in batches; ``source`` names where the ids came from in the error for an unknown one."""
+        from distillrec.train.recommend import internal_users, recommendations
+
+        ids = internal_users(self.dataset, users, source)
+        return recommendations(self.model, self.dataset, ids, k, split, batch_size, progress)
 
 
 def train(
