@@ -52,8 +52,16 @@ def test_citeulike(load):
     s = load("citeulike").stats()
     assert (s["n_users"], s["n_items"], s["n_interactions"]) == (5_219, 25_181, 125_580)
     assert s["raw"]["n_users"] == 7_947 and s["raw"]["n_rows"] == 134_860
-    hetcomp = load("citeulike", ratios=(0.6, 0.2, 0.2)).stats()
-    assert hetcomp["n_interactions"] == 125_580 and 0.18 < hetcomp["n_test"] / 125_580 < 0.22
+    ratio = load("citeulike", ratios=(0.6, 0.2, 0.2)).stats()
+    assert ratio["n_interactions"] == 125_580 and 0.18 < ratio["n_test"] / 125_580 < 0.22
+    # HetComp's loader (spec §A.9), row for row: the published counts
+    ds = load("citeulike", split="shuffle_prefix", ratios=(0.6, 0.2, 0.2), eval_items_in_train=True,
+              drop_incomplete_eval_users=True)
+    assert (ds.train.nnz, ds.valid.nnz, ds.test.nnz) == (78_958, 20_823, 20_823)
+    has_valid, has_test = np.diff(ds.valid.indptr) > 0, np.diff(ds.test.indptr) > 0
+    assert (has_valid == has_test).all() and has_test.sum() == 4_719
+    assert not (ds.valid.multiply(ds.train).nnz or ds.test.multiply(ds.train).nnz)
+    assert set(ds.test.indices) <= set(ds.train.indices) and set(ds.valid.indices) <= set(ds.train.indices)
 
 
 def test_citeulike_loo(load):

@@ -71,6 +71,41 @@ def test_ratio_split_per_user_and_seeded():
     assert (a.reshape(50, 10)[:, :8] != S.TRAIN).any()
 
 
+def test_shuffle_prefix_matches_the_authors_loop():
+    # HetComp's loader written out: np.random.seed(0), then per user (file order) shuffle the item list and cut
+    # int(0.2 n) test, then int(0.2 n) valid
+    rng = np.random.default_rng(1)
+    sizes = rng.integers(1, 13, size=40)
+    users = np.concatenate([np.full(n, u) for u, n in enumerate(sizes)])
+    users = np.concatenate([users[users % 2 == 1], users[users % 2 == 0]])  # users not contiguous by id
+    codes = S.split_shuffle_prefix(users, (0.6, 0.2, 0.2), seed=0)
+    saved = np.random.get_state()  # noqa: NPY002
+    np.random.seed(0)  # noqa: NPY002 (the authors' global generator is the point)
+    expected = np.zeros(len(users), dtype=np.int8)
+    for u in dict.fromkeys(users.tolist()):  # order of first appearance
+        rows = list(np.flatnonzero(users == u))
+        np.random.shuffle(rows)  # noqa: NPY002
+        n = len(rows)
+        expected[rows[: int(0.2 * n)]] = S.TEST
+        expected[rows[int(0.2 * n) : 2 * int(0.2 * n)]] = S.VALID
+    np.random.set_state(saved)  # noqa: NPY002
+    assert (codes == expected).all() and (codes == S.TEST).sum() == sum(int(0.2 * n) for n in sizes)
+
+
+def test_drop_incomplete_eval_users():
+    # u1's only test item (d) never occurs in train: it goes, and then u1 has a valid row but no test row, so
+    # the valid row goes too; u2 keeps both
+    pairs = [("u1", "a"), ("u1", "b"), ("u1", "d"), ("u2", "b"), ("u2", "a"), ("u2", "c"), ("u3", "c")]
+    df = _frame(pairs, split=["train", "valid", "test", "train", "valid", "test", "train"])
+    kept = build_dataset(df, "t", PrepConfig(split="given", eval_items_in_train=True))
+    assert (kept.valid.nnz, kept.test.nnz) == (2, 1)
+    ds = build_dataset(df, "t", PrepConfig(split="given", eval_items_in_train=True, drop_incomplete_eval_users=True))
+    assert (ds.valid.nnz, ds.test.nnz, ds.train.nnz) == (1, 1, 3)
+    u2 = ds.user_index("u2")
+    assert ds.valid[u2].indices.tolist() == [ds.item_index("a")]
+    assert ds.test[u2].indices.tolist() == [ds.item_index("c")]
+
+
 def test_leave_one_out_by_time_and_by_position():
     users = np.array([0, 0, 0, 1, 1, 2])
     ts = np.array([5, 9, 1, 3, 2, 7])

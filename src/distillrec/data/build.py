@@ -19,7 +19,7 @@ from distillrec.data.preprocess import apply_threshold, deduplicate, encode_ids,
 from distillrec.data.sampling import sample_candidates
 from distillrec.utils import DistillrecError
 
-SplitKind = Literal["ratio", "loo", "temporal", "temporal_user", "given"]
+SplitKind = Literal["ratio", "shuffle_prefix", "loo", "temporal", "temporal_user", "given"]
 
 
 class PrepConfig(BaseModel):
@@ -32,13 +32,16 @@ class PrepConfig(BaseModel):
     min_user_interactions: int = 0  # iterative k-core on users ...
     min_item_interactions: int = 0  # ... and items
     # ratio: random per user; loo: leave-one-out (loo_order); temporal: one global time cut by ratios;
-    # temporal_user: per-user ratio, latest rows held out; given: the file's own split column
+    # temporal_user: per-user ratio, latest rows held out; given: the file's own split column;
+    # shuffle_prefix: HetComp's CiteULike loader (legacy NumPy shuffle per user, test first), row for row
     split: SplitKind = "ratio"
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, valid, test
     loo_order: Literal["random", "time", "position"] = "random"
     loo_valid: bool = True  # leave-one-out also holds out a validation item
     valid_fraction: float = 0.0  # given split without valid: carve this per-user fraction of train
     eval_items_in_train: bool = False  # drop valid/test rows whose item never occurs in train
+    # then drop a user's valid and test rows both when either is left empty (HetComp's loader)
+    drop_incomplete_eval_users: bool = False
     seed: int = 0
     n_candidates: int = 0  # sampled protocol: N fixed negatives per user (same array for valid and test)
     identity_ids: bool = False  # ids in the file are already internal (0..n-1); keep them
@@ -94,6 +97,11 @@ def build_dataset(
         in_train[items[codes == S.TRAIN]] = True
         keep = (codes == S.TRAIN) | in_train[items]
         users, items, codes, df = users[keep], items[keep], codes[keep], df[keep]
+    if prep.drop_incomplete_eval_users:
+        n_valid = np.bincount(users[codes == S.VALID], minlength=n_users)
+        n_test = np.bincount(users[codes == S.TEST], minlength=n_users)
+        keep = (codes == S.TRAIN) | ((n_valid > 0) & (n_test > 0))[users]
+        users, items, codes, df = users[keep], items[keep], codes[keep], df[keep]
     mats = {s: _csr(users[codes == c], items[codes == c], n_users, n_items) for s, c in S.SPLIT_CODES.items()}
     if prep.split == "given" and not (codes == S.VALID).any():
         mats["valid"] = None
@@ -137,6 +145,8 @@ def _split_codes(df: pd.DataFrame, users: np.ndarray, prep: PrepConfig) -> np.nd
         return codes
     if prep.split == "ratio":
         return S.split_ratio(users, prep.ratios, rng)
+    if prep.split == "shuffle_prefix":
+        return S.split_shuffle_prefix(users, prep.ratios, prep.seed)
     if prep.split == "temporal_user":
         return S.split_ratio(users, prep.ratios, rng, key=ts)
     if prep.split == "temporal":

@@ -97,7 +97,8 @@ REGISTRY: dict[str, DatasetSpec] = {
             "citeulike", "CiteULike-t users.dat, users with >= 5 items (HetComp/KDs), random per-user 8:1:1 split",
             folder="citeulike", files=("users.dat",), read=_one("citeulike", "users.dat"),
             prep=PrepConfig(min_user_interactions=5), citation=_CITE["citeulike"],
-            notes="HetComp uses ratios=(0.6, 0.2, 0.2); user id = 0-based line of users.dat",
+            notes="HetComp's split: split='shuffle_prefix', ratios=(0.6, 0.2, 0.2), eval_items_in_train=True, "
+            "drop_incomplete_eval_users=True (configs/hetcomp/citeulike.yaml); user id = 0-based line of users.dat",
         ),
         DatasetSpec(
             "citeulike-loo", "The DE-RRD CiteULike leave-one-out split as shipped + 499 sampled negatives per user "

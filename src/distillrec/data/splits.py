@@ -4,7 +4,8 @@ Every function takes the internal user code of each interaction row and returns 
 ``TRAIN`` (0), ``VALID`` (1) or ``TEST`` (2). The per-user splits share one mechanism: order each user's rows
 by a key (random for the ratio split and random leave-one-out, the timestamp for temporal ones, the file
 position for sequences), then send the last ``n_test`` rows of the user to test and the ``n_valid`` before
-them to valid. One ``lexsort`` does it for every user; there is no Python loop per user.
+them to valid. One ``lexsort`` does it for every user; there is no Python loop per user (except in
+``split_shuffle_prefix``, which reproduces a published split drawn by NumPy's legacy generator).
 """
 
 from __future__ import annotations
@@ -73,6 +74,30 @@ def split_ratio(
     rank, count = rank_within_user(users, key)
     n_valid, n_test = ratio_counts(count, ratios)
     return holdout_last(rank, count, n_valid, n_test)
+
+
+def split_shuffle_prefix(users: np.ndarray, ratios: tuple[float, float, float], seed: int) -> np.ndarray:
+    """HetComp's CiteULike loader, reproduced to the row: NumPy's legacy RNG seeded once with ``seed``, then each
+    user's rows (users in order of first appearance, rows in file order) shuffled in turn; the first
+    ⌊r_test·n⌋ go to test, the next ⌊r_valid·n⌋ to valid, the rest to train (``int(0.2 * n)`` in the authors'
+    float arithmetic). This is a Python loop over users, because only the legacy generator's exact sequence of
+    shuffles gives back the published split; it runs once, when the data set is prepared."""
+    r = [float(x) for x in ratios]
+    if len(r) != 3 or min(r) < 0 or r[0] <= 0:
+        raise ValueError(f"ratios must be three non-negative numbers (train, valid, test) with train > 0, got {ratios}")
+    order = np.argsort(users, kind="stable")
+    starts = np.flatnonzero(np.concatenate(([True], users[order][1:] != users[order][:-1])))
+    groups = np.split(order, starts[1:])
+    groups.sort(key=lambda g: g[0])  # users in order of first appearance
+    rs = np.random.RandomState(seed)
+    codes = np.full(len(users), TRAIN, dtype=np.int8)
+    for rows in groups:
+        rows = rows.copy()
+        rs.shuffle(rows)
+        n_test, n_valid = int(r[2] * len(rows)), int(r[1] * len(rows))
+        codes[rows[:n_test]] = TEST
+        codes[rows[n_test : n_test + n_valid]] = VALID
+    return codes
 
 
 def split_leave_one_out(
