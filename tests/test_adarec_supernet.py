@@ -164,6 +164,8 @@ def test_derived_student_macs_are_the_sum_of_its_ops():
 @pytest.mark.parametrize("genotype, per_cell", [
     (["conv_3", "max_pool_3", "max_pool_3", "skip_connect", "skip_connect", "avg_pool_3"], 6),  # Beauty's cell
     (["conv_3", "skip_connect", "max_pool_3", "none", "dil_conv_5", "conv_5"], 10),  # 0 →(2) 1 →(8) 3
+    # a none edge passes no reach on: 0 →(2) 1 →(0) 3 is the longest path, not 1 →none 2 →(2) 3
+    (["conv_3", "skip_connect", "none", "none", "skip_connect", "avg_pool_3"], 2),
 ])
 def test_scoring_reads_only_the_receptive_field(genotype, per_cell):
     """The newest output depends on exactly the last context_length() positions: trimming the sequence to them

@@ -287,7 +287,8 @@ class AdaRecStudent(_CellNet):
             return None
         reach = [0] * (self.config.n_nodes + 1)
         for (src, dst), s in zip(edge_list(self.config.n_nodes), specs, strict=True):
-            reach[dst] = max(reach[dst], reach[src] + s.window)
+            if s.kind != "zero":  # a none edge carries nothing from its source, so none of its reach
+                reach[dst] = max(reach[dst], reach[src] + s.window)
         return 1 + self.config.n_cells * max(reach)
 
     def warm_start(self, supernet: SuperNet) -> int:
