@@ -56,6 +56,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "de-rrd-late": ("de-rrd", {"tau_start": 10 ** -2.5}),
     "de-rrd-top": ("de-rrd", {"sampling": "top"}),
     "ir-rrd": ("ir-rrd", {}),
+    "ir-rrd-pos": ("ir-rrd", {"item_rows": "positives"}),  # item side on the batch's positives (before session 15)
     "ir-rrd-top": ("ir-rrd", {"sampling": "top"}),
     "dcd": ("dcd", {}),
     "dcd-top": ("dcd", {"sampling": "top"}),

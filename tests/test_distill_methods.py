@@ -30,6 +30,8 @@ CASES = [
     ("de-rrd", {**SMALL_LISTS, "n_experts": 4, "expert_dtype": "bfloat16", "de_entities": 16}, 1, {"de", "rrd"}),
     ("ir-rrd", {**SMALL_LISTS, "n_item_topk": 40, "n_item_interesting": 5, "n_item_uninteresting": 5}, 1,
      {"rrd", "ir_rrd"}),
+    ("ir-rrd", {**SMALL_LISTS, "n_item_topk": 40, "n_item_interesting": 5, "n_item_uninteresting": 5,
+                "item_rows": "positives"}, 1, {"rrd", "ir_rrd"}),
     ("dcd", {"n_topk": 50, "n_item_topk": 40, "n_samples": 10, "n_item_samples": 5}, 1, {"ucd", "icd"}),
     ("dcd", {"n_topk": 50, "n_samples": 10, "lambda_item": 0.0, "sampling": "top"}, 1, {"ucd"}),
     ("dcd", {"n_topk": 50, "n_item_topk": 40, "n_samples": 10, "n_item_samples": 5, "resample": "batch"}, 1,
@@ -96,6 +98,32 @@ def test_terms_gradients_and_optimisation(setting, name, config, epoch, terms):
         sum(v for k, v in d.loss(batch).items() if k != "base").backward()
         opt.step()
     assert kd() < 0.9 * before
+
+
+@pytest.mark.parametrize("item_rows", ["lists", "positives"])
+def test_ir_rrd_item_side_rows(setting, item_rows):
+    """The item side ranks users for every item of the batch users' sampled lists (the authors' code, spec §8),
+    or for the batch's positive items; λ_item defaults to each rule's rescaled value."""
+    ds, teacher, batch = setting
+    student = BPR(ds.n_users, ds.n_items, BPR.Config(embedding_dim=4, init_std=0.1))
+    config = {**SMALL_LISTS, "n_item_topk": 40, "n_item_interesting": 5, "n_item_uninteresting": 5,
+              "item_rows": item_rows}
+    d = get_method("ir-rrd").from_teacher(student, teacher, ds, config, seed=0)
+    assert d.config.lambda_item == {"lists": 8.3e-3, "positives": 4.7e-4}[item_rows]
+    d.on_epoch_start(1)
+    seen, real = {}, d.ranked_loss
+
+    def spy(rows, lists, k, side):
+        seen[side] = rows
+        return real(rows, lists, k, side)
+
+    d.ranked_loss = spy
+    d.loss(batch)
+    users = batch["users"].unique()
+    expected = d.user_lists.combined[users].unique() if item_rows == "lists" else batch["pos_items"].unique()
+    assert torch.equal(seen["item"], expected) and torch.equal(seen["user"], users)
+    if item_rows == "lists":
+        assert len(expected) > len(batch["pos_items"].unique())  # on CiteULike: ~17,000 vs ~960
 
 
 # -- one user, four items: every term by hand ------------------------------------------------------------------

@@ -88,13 +88,16 @@ def _transposed_product(cols: Tensor, grad: Tensor, row_repr: Tensor, n_table: i
     ``grad[r, n]·row_repr[r]`` with ``index_put_(accumulate=True)``; slower for short lists (it does
     O(table rows) work), so only used when the entries outnumber the table rows twice."""
     n_cols = cols.shape[1]
-    flat_cols, order = cols.reshape(-1).sort()
-    crow = torch.zeros(n_table + 1, dtype=torch.long, device=cols.device)
+    # 32-bit keys and CSR indices whenever they fit: the sort, the division and the product's index reads are
+    # memory-bound, and halving them took the 680k-entry item side of IR-RRD from ~40 to ~25 ms (session 15)
+    idx = torch.int32 if max(cols.numel(), n_table) < 2**31 else torch.long
+    flat_cols, order = cols.reshape(-1).to(idx).sort()
+    crow = torch.zeros(n_table + 1, dtype=idx, device=cols.device)
     torch.cumsum(torch.bincount(flat_cols, minlength=n_table), 0, out=crow[1:])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-        g_t = torch.sparse_csr_tensor(crow, order // n_cols, grad.reshape(-1)[order], size=(n_table, cols.shape[0]),
-                                      check_invariants=False)
+        g_t = torch.sparse_csr_tensor(crow, torch.div(order.to(idx), n_cols, rounding_mode="floor"),
+                                      grad.reshape(-1)[order], size=(n_table, cols.shape[0]), check_invariants=False)
         return torch.sparse.mm(g_t, row_repr.contiguous())
 
 
