@@ -172,7 +172,9 @@ def distil_student(ctx: Context, teachers: list[Recommender], view: Dataset, k: 
 
     t0 = time.perf_counter()
     ensemble = RankEnsemble(teachers, ctx.cfg.ensemble_beta)
-    config = IRRRD.make_config(ctx.cfg.kd)
+    # kd_item_pass "batch" means the item side on each batch's positive items (CCD's λ_item is rescaled for
+    # those), not IR-RRD's own default of every item in the batch users' lists
+    config = IRRRD.make_config({"item_rows": "positives", **ctx.cfg.kd})
     knowledge = compute_knowledge(ensemble, view, IRRRD.knowledge_spec(config))
     seconds_knowledge = time.perf_counter() - t0
     seed = ctx.stage_seed(k, "kd")
