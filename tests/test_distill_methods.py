@@ -189,7 +189,9 @@ def test_de_by_hand():
     terms, d = kd_value("de", {"lambda_de": 1.0, "n_experts": 1}, setup=set_expert)
     assert terms["de"] == pytest.approx(15.5, abs=1e-5)
     assert d.stats()["tau"] == 1.0
-    d.on_epoch_start(501)
+    d.on_epoch_start(2)
+    assert d.tau == 1.0  # the authors update τ after each epoch from its 0-based index: epochs 1 and 2 at τ0
+    d.on_epoch_start(502)
     assert d.tau == pytest.approx(1e-5)  # τ0·(τ_end/τ0)^{500/1000}
 
 

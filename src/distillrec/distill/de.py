@@ -77,7 +77,8 @@ class DE(Distiller):
     def on_epoch_start(self, epoch: int) -> None:
         super().on_epoch_start(epoch)
         c = self.config
-        self.tau = anneal_temperature(self.epoch_index(epoch), c.tau_start, c.tau_end, c.anneal_epochs)
+        self.tau = anneal_temperature(max(0, self.epoch_index(epoch) - 1), c.tau_start, c.tau_end,
+                                       c.anneal_epochs)  # τ moves after an epoch: the first two train at τ0 (spec §2.3)
 
     def kd_terms(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         loss = self.experts.batch_loss(
