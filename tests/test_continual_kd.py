@@ -17,6 +17,7 @@ from distillrec.continual.stages import Context, build_model, distil_student
 from distillrec.data.dataset import Dataset
 from distillrec.distill.knowledge import KnowledgeSpec, compute_knowledge
 from distillrec.models.bpr import BPR
+from distillrec.models.lightgcn import LightGCN
 from distillrec.utils import DistillrecError
 
 N_USERS, N_ITEMS, IDLE = 12, 10, 9  # users IDLE.. have no training interaction in the block
@@ -33,8 +34,8 @@ def block_dataset() -> Dataset:
     return Dataset("block", N_USERS, N_ITEMS, train=sp.csr_matrix(dense), test=sp.csr_matrix((N_USERS, N_ITEMS)))
 
 
-def make(pass_batch_size: int, lambda_item: float = 0.5,
-         user_pass: bool = False) -> tuple[CCDDistiller, BPR, torch.optim.Adam]:
+def make(pass_batch_size: int, lambda_item: float = 0.5, user_pass: bool = False,
+         **extra) -> tuple[CCDDistiller, BPR, torch.optim.Adam]:
     ds = block_dataset()
     torch.manual_seed(0)
     teacher = BPR(N_USERS, N_ITEMS, BPR.Config(embedding_dim=4, init_std=1.0))
@@ -43,7 +44,7 @@ def make(pass_batch_size: int, lambda_item: float = 0.5,
     knowledge = compute_knowledge(teacher, ds, KnowledgeSpec(n_user_topk=4, n_item_topk=4))
     student = BPR(N_USERS, N_ITEMS, BPR.Config(embedding_dim=3, init_std=0.5))
     distiller = CCDDistiller(student, knowledge, ds, config, seed=1, pass_batch_size=pass_batch_size,
-                             user_pass=user_pass)
+                             user_pass=user_pass, **extra)
     optimizer = torch.optim.Adam(student.parameters(), lr=0.05)
     distiller.attach_optimizer(optimizer)
     return distiller, student, optimizer
@@ -118,3 +119,85 @@ def test_stage_one_uses_the_configured_item_pass(mode: str, tmp_path) -> None:
         assert set(log[0]["loss"]) == {"base", "rrd"} and log[0]["distill"]["ir_rrd_pass"] > 0
     else:
         assert set(log[0]["loss"]) == {"base", "rrd", "ir_rrd"} and "distill" not in log[0]
+
+
+def test_hard_negatives_and_bags_avoid_the_excluded_items() -> None:
+    """Spec §B.5: BPR negatives avoid the teacher's top-40 and S/P/M's (``negatives``); the user-side bags avoid
+    the same items (``bag_exclude``)."""
+    hard = sp.lil_matrix((N_USERS, N_ITEMS), dtype=np.float32)
+    hard[:, 1:5] = 1.0  # items 1..4 are every user's hard items
+    distiller, student, _ = make(pass_batch_size=4, negatives=hard.tocsr(), bag_exclude=hard.tocsr())
+    seen: list[torch.Tensor] = []
+    plain_loss = student.loss
+    student.loss = lambda batch: (seen.append(batch["neg_items"]), plain_loss(batch))[1]
+    users = torch.arange(IDLE).repeat(20)
+    distiller.loss({"users": users, "pos_items": torch.zeros_like(users), "neg_items": torch.full((len(users),), 2)})
+    train = block_dataset().train.toarray() > 0
+    neg = seen[-1]
+    assert neg.shape == users.shape and not bool(((neg >= 1) & (neg <= 4)).any())
+    assert not train[users.numpy(), neg.numpy()].any()
+    # users with room for 2 interesting + 2 uninteresting items outside train ∪ hard: bags avoid the hard items
+    roomy = torch.from_numpy(10 - (train | (hard.toarray() > 0)).sum(1) >= 4)
+    assert bool(roomy.any())
+    in_hard = lambda bags: (bags >= 1) & (bags <= 4)  # noqa: E731
+    assert not bool(in_hard(distiller.user_lists.uninteresting)[roomy].any())
+    plain, _, _ = make(pass_batch_size=4)
+    plain.on_epoch_start(1)
+    assert bool(in_hard(plain.user_lists.uninteresting)[roomy].any())
+
+
+def test_stage_one_excludes_the_teacher_top_n_from_negatives(tmp_path, monkeypatch) -> None:
+    stream = load_stream("synthetic", n_users=60, n_items=40, n_blocks=1)
+    made: list[CCDDistiller] = []
+    init = CCDDistiller.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(CCDDistiller, "__init__", spy)
+    for top in (5, 0):
+        cfg = resolve_stream_config(overrides=[
+            "student.embedding_dim=4", "kd_train.epochs=1", "kd.n_topk=8", "kd.n_interesting=8",
+            "kd.n_uninteresting=10", "kd.n_item_topk=8", "kd.n_item_interesting=8", "kd.n_item_uninteresting=10",
+            f"hard_negatives_top={top}", "device=cpu"])
+        ctx = Context(cfg, stream, 0, tmp_path / str(top), lambda m: None, progress=False)
+        nu, ni = stream.sizes(1)
+        teacher = build_model({"name": "bpr", "embedding_dim": 8}, nu, ni, ctx.graph(1), 0, ctx.device)
+        distil_student(ctx, [teacher], stream.view(1), 1)
+    with_top, without = made
+    assert without.negatives is None
+    top5 = with_top.teacher_user_topk[:, :5]
+    users = torch.arange(nu).repeat_interleave(5)
+    assert bool(with_top.negatives.full.contains(users, top5.reshape(-1, 1)).all())
+
+
+@pytest.mark.parametrize("ego", [True, False])
+def test_lightgcn_student_ranks_lists_on_layer_zero(ego: bool) -> None:
+    """Spec §B.5: both RRD sides score a LightGCN student's layer-0 embeddings, BPR the propagated ones."""
+    ds = block_dataset()
+    torch.manual_seed(0)
+    teacher = BPR(N_USERS, N_ITEMS, BPR.Config(embedding_dim=4, init_std=1.0))
+    knowledge = compute_knowledge(teacher, ds, KnowledgeSpec(n_user_topk=4, n_item_topk=4))
+    student = LightGCN.from_dataset(ds, embedding_dim=3, n_layers=1, init_std=0.5)
+    config = {"n_topk": 4, "n_interesting": 2, "n_uninteresting": 2, "n_item_topk": 4, "n_item_interesting": 2,
+              "n_item_uninteresting": 3, "lambda_user": 0.1, "lambda_item": 0.5, "sampling": "top"}
+    distiller = CCDDistiller(student, knowledge, ds, config, seed=1, ego_lists=ego)
+    super(CCDDistiller, distiller).on_epoch_start(1)
+    with torch.no_grad():
+        ego_u, ego_i = student.user_emb.weight, student.item_emb.weight
+        prop_u, prop_i = student.propagate()
+    u, v = (ego_u, ego_i) if ego else (prop_u, prop_i)
+    lists, k = distiller.user_lists.combined, distiller.user_lists.k
+    rows = torch.arange(N_USERS)
+    expected = np.mean([relaxed_pl([float(u[r] @ v[c]) for c in lists[r].tolist()], k) for r in range(N_USERS)])
+    with student.training_step():
+        got = distiller.ranked_loss(rows, lists, k, "user")
+    assert float(got) == pytest.approx(expected, rel=1e-4)
+    items, item_lists = torch.arange(N_ITEMS), distiller.item_lists.combined
+    expected_items = np.mean([relaxed_pl([float(u[c] @ v[i]) for c in item_lists[i].tolist()], distiller.item_lists.k)
+                              for i in range(N_ITEMS)])
+    with student.training_step():
+        assert float(distiller.ranked_loss(items, item_lists, distiller.item_lists.k, "item")) == pytest.approx(
+            expected_items, rel=1e-4)
+    assert not torch.allclose(ego_u @ ego_i.T, prop_u @ prop_i.T)  # the two readouts do differ here

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 
+from distillrec.continual import resolve_stream_config
 from distillrec.continual.ensemble import RankEnsemble
 from distillrec.continual.lwckd import LWCKD, LWCKDConfig, _Neighbours, contrastive_term, knn_graph
 from distillrec.continual.metrics import harmonic_mean, matrix_from_rows, stream_summary
@@ -94,3 +96,16 @@ def test_lwckd_terms_and_gradients() -> None:
     assert set(terms) == {"lwc", "cluster"}
     sum(terms.values()).backward()
     assert model.user_emb.weight.grad[:2].abs().sum() > 0 and full.centres.grad is not None
+
+
+@pytest.mark.parametrize("preset", [None, "configs/ccd/yelp.yaml", "configs/ccd/yelp-mf.yaml"])
+def test_lwckd_weights_are_the_authors_over_the_batch_pairs(preset: str | None) -> None:
+    """λ_LWC = 0.01 and λ_cl = 1 sit next to the authors' BPR summed over a 2,048-pair batch, and L_XY is a mean
+    over anchors in both codes (spec §B.7.2): with our batch-mean BPR they are ÷ 2,048, as the weight decay."""
+    root = Path(__file__).resolve().parents[1]
+    cfg = resolve_stream_config(root / preset if preset else None)
+    pairs = cfg.teacher_update.train.batch_size * cfg.teacher_update.train.n_negatives
+    lw = LWCKDConfig(**cfg.teacher_update.lwckd)
+    assert pairs == 2048
+    assert lw.lambda_lwc == pytest.approx(0.01 / pairs) and lw.lambda_cluster == pytest.approx(1.0 / pairs)
+    assert cfg.teacher_update.train.weight_decay == pytest.approx(1e-4 / pairs, rel=0.03)  # the same convention

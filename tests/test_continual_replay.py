@@ -8,6 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from distillrec.continual.negatives import NegativeSampler
 from distillrec.continual.objectives import UpdateObjective
 from distillrec.continual.replay import ReplayBuffer, ReplaySet, merge_replay, sample_replay
 from distillrec.models.bpr import BPR
@@ -90,3 +91,45 @@ def test_update_objective_anneals_replay() -> None:
     assert math.isclose(t1["replay"].item(), 0.5 * float(bce), rel_tol=1e-5)
     assert math.isclose(t3["replay"].item(), 0.5 * math.exp(-0.2) * float(bce), rel_tol=1e-5)
     assert obj.stats()["n_replay"] == 4
+
+
+def test_negative_sampler_avoids_positives_and_the_hard_set() -> None:
+    """CCD's stages draw BPR negatives outside positives ∪ the teacher side's top-N (spec §B.6d, §B.7.4); a
+    user whose positives ∪ hard set fill the catalogue falls back to negatives outside the positives."""
+    rng = np.random.default_rng(0)
+    n_users, n_items = 20, 30
+    train = sp.csr_matrix((rng.random((n_users, n_items)) < 0.2).astype(np.float32))
+    hard = sp.lil_matrix((n_users, n_items), dtype=np.float32)
+    hard[:, :10] = 1.0  # every user's "top-10" of the teacher side
+    hard[0, :] = 1.0  # user 0: nothing left outside train ∪ hard
+    sampler = NegativeSampler(train, hard.tocsr())
+    users = torch.arange(n_users).repeat(50)
+    got = sampler.draw(users, torch.zeros(len(users), 2, dtype=torch.long), torch.Generator().manual_seed(0))
+    assert got.shape == (len(users), 2)
+    dense_train, dense_hard = train.toarray() > 0, hard.toarray() > 0
+    u, i = users[:, None].expand_as(got).numpy(), got.numpy()
+    assert not dense_train[u, i].any()
+    rest = u != 0
+    assert not dense_hard[u[rest], i[rest]].any()  # ... and never the hard items
+    assert len(np.unique(i[rest])) > 10  # still spread over the free items
+    assert set(i[~rest].tolist()) <= set(np.flatnonzero(~dense_train[0]).tolist())  # the fallback row
+
+
+def test_update_objective_redraws_the_batch_negatives() -> None:
+    torch.manual_seed(0)
+    model = BPR(4, 12, BPR.Config(embedding_dim=3))
+    train = sp.csr_matrix((np.ones(4, np.float32), ([0, 1, 2, 3], [0, 1, 2, 3])), shape=(4, 12))
+    hard = sp.csr_matrix(np.tile((np.arange(12) < 8).astype(np.float32), (4, 1)))  # items 0..7 are hard
+    seen: list[torch.Tensor] = []
+    plain_loss = model.loss
+    model.loss = lambda batch: (seen.append(batch["neg_items"]), plain_loss(batch))[1]
+    obj = UpdateObjective(model, negatives=NegativeSampler(train, hard), seed=3)
+    obj.on_epoch_start(1)
+    batch = {"users": torch.arange(4).repeat(8), "pos_items": torch.arange(4).repeat(8),
+             "neg_items": torch.full((32, 1), 5)}  # the trainer's plain draw: a hard item
+    obj.loss(batch)
+    assert seen[-1].shape == (32, 1) and bool((seen[-1] >= 8).all())
+    plain = UpdateObjective(model)
+    plain.on_epoch_start(1)
+    plain.loss(batch)
+    assert torch.equal(seen[-1], batch["neg_items"])  # without a hard set the batch is left as drawn

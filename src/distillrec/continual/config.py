@@ -132,6 +132,13 @@ class StreamConfig(_Strict):
     # stage 1's user-side RRD: "batch" — the authors', on the users of D_k's interaction batches only;
     # "all" — plus a pass of its own over every user seen so far (needs kd_item_pass "separate")
     kd_user_pass: Literal["batch", "all"] = "batch"
+    # the authors' hard-negative exclusion (spec §B.5, §B.6d, §B.7.4): BPR negatives in stage 1 (and stage 1's
+    # user-side RRD bags) and in ccd's stages 2–3 avoid the top-N items of the teacher system, the distilled
+    # student and the proxies (continual/negatives.py); 0 = the trainer's plain uniform negatives
+    hard_negatives_top: int = Field(40, ge=0)
+    # stage 1 with a graph student (LightGCN): both RRD sides on its layer-0 embeddings, BPR on the propagated
+    # ones (the authors' KD.py, spec §B.5); false: RRD on the propagated readout too
+    kd_ego_rrd: bool = True
     student_update: StudentUpdateSettings = Field(default_factory=StudentUpdateSettings)
     teacher_update: TeacherUpdateSettings = Field(default_factory=TeacherUpdateSettings)
     init: InitSettings = Field(default_factory=InitSettings)

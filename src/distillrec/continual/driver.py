@@ -32,10 +32,10 @@ from distillrec.utils import DistillrecError, atomic_torch_save, atomic_write_js
 
 STATE_FORMAT = "distillrec-stream-state/1"
 _BASE_KEYS = ("teachers", "student", "teacher_train", "kd", "kd_train", "kd_item_pass", "kd_user_pass",
-              "ensemble_beta", "graph", "device")
+              "hard_negatives_top", "kd_ego_rrd", "ensemble_beta", "graph", "device")
 # keys added after caches were written: they enter the base block's hash only when set away from these
 # defaults, so existing D0 caches stay valid
-_LATE_KEY_DEFAULTS = {"kd_user_pass": "batch"}
+_LATE_KEY_DEFAULTS = {"kd_user_pass": "batch", "hard_negatives_top": 0, "kd_ego_rrd": False}
 
 
 def _hash(obj: Any) -> str:

@@ -24,18 +24,37 @@ recall@20 0.307 → 0.225).
 ``user_pass`` (config ``kd_user_pass: all``, not the authors' code) adds the symmetric pass over all users
 seen so far, so that old users inactive in D_k get the teacher system's user-side ranking too; the spec
 (§B.5) flags the active-users-only user term as a likely source of the distilled student's forgetting.
+
+``negatives`` (spec §B.5's "negative_exclude" plus the teacher's top-40): a users × items pattern the BPR
+negatives avoid; ``bag_exclude``: one the user-side uninteresting bags avoid beyond the user's positives and
+teacher list. The spec names both for the user side only; the item-side bags stay as IR-RRD draws them.
+``item_pass=False`` keeps IR-RRD's own item term on each batch (config ``kd_item_pass: batch``).
+
+``ego_lists`` (config ``kd_ego_rrd``): a graph student (LightGCN) scores both RRD sides on its layer-0 (ego)
+embeddings, while BPR uses the propagated ones, as the authors' KD.py (spec §B.5). The library's IR-RRD keeps
+scoring lists on the propagated readout.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from distillrec.continual.growth import embedding_tables
+from distillrec.continual.negatives import NegativeSampler, union
+from distillrec.data.dataset import Dataset
 from distillrec.distill.base import batch_field
-from distillrec.distill.irrrd import IRRRD
+from distillrec.distill.irrrd import IRRRD, IRRRDConfig
+from distillrec.distill.knowledge import TeacherKnowledge
+from distillrec.distill.sampling import PairIndex, RankingLists
+from distillrec.distill.scoring import table_side_scores
+from distillrec.models.base import Recommender
 from distillrec.utils import DistillrecError
 
 
@@ -45,8 +64,20 @@ class CCDDistiller(IRRRD):
     The trainer's optimiser is handed over with :meth:`attach_optimizer` (``stages.fit`` does it) before the
     first epoch."""
 
-    def __init__(self, *args: Any, pass_batch_size: int = 1024, user_pass: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, student: Recommender, knowledge: TeacherKnowledge, dataset: Dataset,
+                 config: IRRRDConfig | Mapping[str, Any] | None = None, seed: int = 0, *, pass_batch_size: int = 1024,
+                 user_pass: bool = False, item_pass: bool = True, negatives: sp.spmatrix | None = None,
+                 bag_exclude: sp.spmatrix | None = None, ego_lists: bool = False) -> None:
+        super().__init__(student, knowledge, dataset, config, seed)
+        tables = embedding_tables(student)
+        self.ego_lists = ego_lists and tables is not None and hasattr(student, "propagate")
+        self.separate_item_pass = item_pass
+        if user_pass and not item_pass:
+            raise DistillrecError("CCDDistiller: the user pass needs the separate item pass")
+        train = sp.csr_matrix(dataset.train, dtype=np.float32)
+        self.negatives = NegativeSampler(train, negatives).to(self.device) if negatives is not None else None
+        if bag_exclude is not None:
+            self.user_lists = self._user_bags(train, bag_exclude)
         if pass_batch_size < 1:
             raise DistillrecError(f"pass_batch_size must be ≥ 1, got {pass_batch_size}")
         self.pass_batch_size = pass_batch_size
@@ -55,16 +86,50 @@ class CCDDistiller(IRRRD):
         self.optimizer: torch.optim.Optimizer | None = None
         self._item_pass_loss = float("nan")
 
+    def _user_bags(self, train: sp.csr_matrix, extra: sp.spmatrix) -> RankingLists:
+        """User-side lists whose bags also avoid ``extra``; a row that could then no longer hold its list and
+        bag (a small catalogue) keeps the plain exclusion."""
+        c = self.config
+        extra = union([extra], *train.shape)
+        room = train.shape[1] - np.asarray(union([train, extra], *train.shape).sum(1)).ravel()
+        # room for the interesting entries and the bag: RankingLists then neither shortens K for every row nor
+        # draws the bag with replacement (it cuts the row's list where needed)
+        short = room < min(c.n_interesting, self.teacher_user_topk.shape[1]) + c.n_uninteresting
+        if short.any():
+            warnings.warn(f"ccd: {int(short.sum())} users keep bags that may hold hard-negative items: their "
+                          "catalogue is too small for the list, the bag and the exclusion", stacklevel=3)
+            extra = sp.diags((~short).astype(np.float32)) @ extra
+        index = PairIndex(union([train, extra], *train.shape)).to(self.device)
+        return RankingLists(self.teacher_user_topk, index, c.n_interesting, c.n_uninteresting, c.temperature,
+                            c.sampling, name="ccd")
+
+    def list_scores(self, rows: Tensor, cols: Tensor, side: str) -> Tensor:
+        if self.ego_lists:  # dot products of the ID tables: LightGCN's layer 0
+            return table_side_scores((self.student.user_emb.weight, self.student.item_emb.weight), rows, cols, side)
+        return super().list_scores(rows, cols, side)
+
     def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
 
+    def loss(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        if self.negatives is not None and "neg_items" in batch:
+            if self._epoch is None:
+                self.on_epoch_start(1)
+            users = batch_field(batch, "users", self.name)
+            batch = {**batch, "neg_items": self.negatives.draw(users, batch["neg_items"], self.generator())}
+        return super().loss(batch)
+
     def kd_terms(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        if not self.separate_item_pass:
+            return super().kd_terms(batch)
         users = batch_field(batch, "users", self.name).unique()
         user_loss = self.ranked_loss(users, self.user_lists.combined[users], self.user_lists.k, "user")
         return {"rrd": self.config.lambda_user * user_loss}
 
     def on_epoch_start(self, epoch: int) -> None:
         super().on_epoch_start(epoch)  # redraws both sides' lists
+        if not self.separate_item_pass:
+            return
         self.item_pass()
         if self.user_pass:
             self._user_pass_loss = self.side_pass("user")
@@ -98,6 +163,8 @@ class CCDDistiller(IRRRD):
         return total / max(1, n)
 
     def stats(self) -> dict[str, Any]:
+        if not self.separate_item_pass:
+            return {}
         out = {"ir_rrd_pass": round(self._item_pass_loss, 6)}
         if self.user_pass:
             out["rrd_pass"] = round(self._user_pass_loss, 6)

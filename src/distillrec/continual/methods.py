@@ -23,8 +23,10 @@ import scipy.sparse as sp
 import torch
 
 from distillrec.continual.config import ReplaySettings, at_block
+from distillrec.continual.ensemble import RankEnsemble
 from distillrec.continual.growth import all_reprs, frozen_copy, has_reprs
 from distillrec.continual.lwckd import LWCKD, LWCKDConfig, old_graphs
+from distillrec.continual.negatives import NegativeSampler, top_pairs, union
 from distillrec.continual.objectives import UpdateObjective, VAEUpdateObjective
 from distillrec.continual.proxies import ema_model
 from distillrec.continual.replay import ReplayBuffer, merge_replay, sample_replay
@@ -101,11 +103,20 @@ def _replay_buffer(ctx: Context, sources: list[tuple[Recommender, float]], refer
     return ReplayBuffer(draw, n_steps, seed)
 
 
+def _top_sets(ctx: Context, k: int, models: dict[str, Recommender]) -> dict[str, sp.csr_matrix]:
+    """Each model's top-N items per user (``hard_negatives_top``), scored as the replay sampler scores them:
+    blocks k−1 and k's training items never count (the authors' filtered score matrices)."""
+    n, (nu, ni) = ctx.cfg.hard_negatives_top, ctx.stream.sizes(k)
+    mask = _exclusion(ctx, k)
+    return {name: top_pairs(m, n, nu, ni, mask) for name, m in models.items()}
+
+
 # -- one model's continual update -----------------------------------------------------------------------------
 def _update(ctx: Context, previous: Recommender, k: int, name: str, *, init: str, lwc: bool,
             replay_sources: list[tuple[Recommender, float]], settings: ReplaySettings, train_cfg,
-            reference: Recommender | None = None) -> tuple[Recommender, dict]:
-    """Grow ``previous`` to block k, then train it on D_k with LWC-KD (``lwc``) and replay of the sources."""
+            reference: Recommender | None = None, hard: sp.spmatrix | None = None) -> tuple[Recommender, dict]:
+    """Grow ``previous`` to block k, then train it on D_k with LWC-KD (``lwc``) and replay of the sources; BPR
+    negatives avoid ``hard`` (a users × items pattern) when given."""
     view = ctx.stream.view(k)
     seed = ctx.stage_seed(k, name)
     model = grow_for_block(ctx, previous, k, name, init)
@@ -129,8 +140,10 @@ def _update(ctx: Context, previous: Recommender, k: int, name: str, *, init: str
                 key = ("knn", k - 1, lcfg.n_neighbors)
                 graphs = ctx.cache[key] = ctx.cache.get(key) or old_graphs(old_train, lcfg.n_neighbors)
             lwckd = LWCKD(old_u, old_i, old_train, lcfg, seed=seed, graphs=graphs)
+        negatives = NegativeSampler(view.train, hard) if hard is not None else None
         objective = UpdateObjective(model, lwckd=lwckd, replay=buffer, lambda_replay=settings.lambda_replay,
-                                    anneal_epochs=settings.anneal_epochs, resample_every=settings.resample_every)
+                                    anneal_epochs=settings.anneal_epochs, resample_every=settings.resample_every,
+                                    negatives=negatives, seed=seed)
     info = fit(ctx, model, view, cfg, ctx.stage_dir(k, name), objective)
     if buffer is not None:
         info["n_replay"] = len(buffer.data)
@@ -138,13 +151,14 @@ def _update(ctx: Context, previous: Recommender, k: int, name: str, *, init: str
 
 
 def _update_teachers(ctx: Context, state: StreamState, k: int, init: str, lwc: bool,
-                     sources: list[tuple[Recommender, float]]) -> tuple[list[Recommender], dict]:
+                     sources: list[tuple[Recommender, float]],
+                     hard: sp.spmatrix | None = None) -> tuple[list[Recommender], dict]:
     tu = ctx.cfg.teacher_update
     teachers, info = [], {}
     for i, previous in enumerate(state.teachers):
         name = f"teacher{i}-{ctx.cfg.teachers[i]['name']}"
         model, info[name] = _update(ctx, previous, k, name, init=init, lwc=lwc, replay_sources=sources,
-                                    settings=tu.replay, train_cfg=tu.train)
+                                    settings=tu.replay, train_cfg=tu.train, hard=hard)
         teachers.append(model)
     return teachers, info
 
@@ -158,19 +172,29 @@ def _ccd(ctx: Context, state: StreamState, k: int) -> tuple[StreamState, dict]:
     stability = ema_model(state.stability, state.distilled, float(at_block(su.w_stability, k)))
     plasticity = ema_model(state.plasticity, state.distilled, float(at_block(su.w_plasticity, k)))
     info: dict[str, Any] = {"proxies_seconds": round(time.perf_counter() - t0, 3)}
+    # hard negatives (spec §B.6d, §B.7.4, §B.5): the top-N of E_{k−1}, D_{k−1}, S_{k−1}, P_{k−1}, then M_k
+    nu, ni = ctx.stream.sizes(k)
+    tops = _top_sets(ctx, k, {"system": RankEnsemble(state.teachers, ctx.cfg.ensemble_beta),
+                              "distilled": state.distilled, "S": stability, "P": plasticity}) \
+        if ctx.cfg.hard_negatives_top else None
     # Stage 2: the deployed student, replaying what the proxies know and the distilled student lost
     sources = [(stability, at_block(su.replay.n_stability, k))]
     if k > 1:  # at k = 1 both proxies are D_0: the authors use S only
         sources.append((plasticity, at_block(su.replay.n_plasticity, k)))
+    hard = union([tops[x] for x in ("system", "distilled", "S", "P")], nu, ni) if tops else None
     student, info["student"] = _update(ctx, state.distilled, k, "student", init=_init_mode(ctx, "ccd"), lwc=False,
                                        replay_sources=sources, settings=su.replay, train_cfg=su.train,
-                                       reference=frozen_copy(state.distilled))
+                                       reference=frozen_copy(state.distilled), hard=hard)
+    if tops:
+        tops |= _top_sets(ctx, k, {"M": student})
     # Stage 3: every teacher, with LWC-KD + PIW and the student side's knowledge
     t_sources = [(stability, at_block(tu.replay.n_stability, k)), (plasticity, at_block(tu.replay.n_plasticity, k)),
                  (frozen_copy(student), at_block(tu.replay.n_student, k))]
-    teachers, info["teachers"] = _update_teachers(ctx, state, k, _init_mode(ctx, "ccd"), True, t_sources)
+    hard = union([tops[x] for x in ("system", "S", "P", "M")], nu, ni) if tops else None
+    teachers, info["teachers"] = _update_teachers(ctx, state, k, _init_mode(ctx, "ccd"), True, t_sources, hard)
     # Stage 1 for the next block: a fresh student distilled from the updated teacher system
-    distilled, info["kd"] = distil_student(ctx, teachers, ctx.stream.view(k), k)
+    hard = union([tops[x] for x in ("S", "P", "M")], nu, ni) if tops else None
+    distilled, info["kd"] = distil_student(ctx, teachers, ctx.stream.view(k), k, hard)
     return StreamState(teachers, student, distilled, stability, plasticity), info
 
 

@@ -8,7 +8,9 @@
 
   on the replay triples. The authors take a separate Adam step for the replay pass; here each batch of the
   block carries the next slice of the replay set and one step covers both (the set is covered once per
-  epoch), the library's single-step loop. Losses are means, not the authors' sums.
+  epoch), the library's single-step loop. Losses are means, not the authors' sums. With ``negatives``, the
+  batch's BPR negatives are redrawn outside the stage's hard set (CCD: the top-N of the teacher system and the
+  proxies, spec §B.6d, §B.7.4; continual/negatives.py).
 - :class:`VAEUpdateObjective` — a Mult-VAE teacher: its own ELBO on the new block, a KL to the previous
   model's output distribution (old users, old items), and replay as pseudo-labels R_ui ← max(R_ui, 0.1).
 """
@@ -25,14 +27,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distillrec.continual.lwckd import LWCKD
+from distillrec.continual.negatives import NegativeSampler
 from distillrec.continual.replay import ReplayBuffer
 from distillrec.models.base import Recommender
 
 
 class UpdateObjective:
     def __init__(self, model: Recommender, *, lwckd: LWCKD | None = None, replay: ReplayBuffer | None = None,
-                 lambda_replay: float = 0.5, anneal_epochs: float = 10.0, resample_every: int = 5) -> None:
+                 lambda_replay: float = 0.5, anneal_epochs: float = 10.0, resample_every: int = 5,
+                 negatives: NegativeSampler | None = None, seed: int = 0) -> None:
         self.model = model
+        self.negatives = negatives.to(model.device) if negatives is not None else None
+        self.seed = seed
+        self._generator: torch.Generator | None = None
         self.lwckd = lwckd.to(model.device) if lwckd is not None else None
         self.replay = replay
         self.lambda_replay = lambda_replay
@@ -48,12 +55,21 @@ class UpdateObjective:
 
     def on_epoch_start(self, epoch: int) -> None:
         self.epoch_index = max(0, epoch - 1)
+        self._generator = self._negatives_generator(epoch)
         if self.replay is not None:
             if self.epoch_index == 0 or (self.resample_every and self.epoch_index % self.resample_every == 0):
                 self.replay.resample(epoch)
             self.replay.new_epoch(epoch)
 
+    def _negatives_generator(self, epoch: int) -> torch.Generator:
+        # the negatives' draws: a function of (seed, epoch), apart from the trainer's stream
+        return torch.Generator(device=self.model.device).manual_seed(self.seed * 1_000_003 + 104_729 * epoch)
+
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        if self.negatives is not None and "neg_items" in batch:
+            if self._generator is None:
+                self._generator = self._negatives_generator(1)
+            batch = {**batch, "neg_items": self.negatives.draw(batch["users"], batch["neg_items"], self._generator)}
         with self.model.training_step():  # LightGCN: one propagation for all three terms
             terms = {"base": self.model.loss(batch)}
             if self.lwckd is not None:

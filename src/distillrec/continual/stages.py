@@ -163,10 +163,16 @@ def train_teachers(ctx: Context, view: Dataset, k: int, tag: str = "teacher") ->
     return teachers, info
 
 
-def distil_student(ctx: Context, teachers: list[Recommender], view: Dataset, k: int) -> tuple[Recommender, dict]:
+def distil_student(ctx: Context, teachers: list[Recommender], view: Dataset, k: int,
+                   hard: sp.spmatrix | None = None) -> tuple[Recommender, dict]:
     """A fresh student distilled from the rank ensemble on ``view`` (BPR + user-side RRD + item-side RRD, the
-    item side in a pass of its own over all items unless ``kd_item_pass`` is "batch")."""
+    item side in a pass of its own over all items unless ``kd_item_pass`` is "batch").
+
+    With ``hard_negatives_top`` N > 0, BPR negatives avoid the ensemble's top-N and ``hard`` (ccd: the top-N of
+    S_{k−1}, P_{k−1} and M_k, spec §B.5); the user-side bags avoid ``hard`` and the pairs of the ensemble's
+    item-side top-N lists too (their own top list is excluded by RRD already)."""
     from distillrec.continual.kd import CCDDistiller
+    from distillrec.continual.negatives import lists_to_pairs, union
     from distillrec.distill.irrrd import IRRRD
     from distillrec.distill.knowledge import compute_knowledge
 
@@ -181,11 +187,18 @@ def distil_student(ctx: Context, teachers: list[Recommender], view: Dataset, k: 
     nu, ni = ctx.stream.sizes(k)
     student = build_model(ctx.cfg.student, nu, ni, ctx.graph(k), seed, ctx.device)
     train_cfg = stage_train_config(ctx.cfg.kd_train, ctx, seed)
-    if ctx.cfg.kd_item_pass == "separate":
-        distiller = CCDDistiller(student, knowledge, view, config, seed=seed, pass_batch_size=train_cfg.batch_size,
-                                 user_pass=ctx.cfg.kd_user_pass == "all")
-    else:
-        distiller = IRRRD(student, knowledge, view, config, seed=seed)
+    top = ctx.cfg.hard_negatives_top
+    negatives = bags = None
+    if top:
+        extra = [hard] if hard is not None else []
+        # the teacher's lists hold min(n_topk, N) of the N it should be; ccd's presets use 40 for both
+        negatives = union([lists_to_pairs(knowledge.user_topk[:, :top], nu, ni), *extra], nu, ni)
+        item_side = lists_to_pairs(knowledge.item_topk[:, :top], ni, nu).T
+        bags = union([item_side, *extra], nu, ni)
+    separate = ctx.cfg.kd_item_pass == "separate"
+    distiller = CCDDistiller(student, knowledge, view, config, seed=seed, pass_batch_size=train_cfg.batch_size,
+                             user_pass=separate and ctx.cfg.kd_user_pass == "all", item_pass=separate,
+                             negatives=negatives, bag_exclude=bags, ego_lists=ctx.cfg.kd_ego_rrd)
     info = fit(ctx, student, view, train_cfg, ctx.stage_dir(k, "kd"), distiller)
     info["knowledge_seconds"] = round(seconds_knowledge, 3)
     return student, info
