@@ -96,6 +96,23 @@ def test_lwckd_terms_and_gradients() -> None:
     assert set(terms) == {"lwc", "cluster"}
     sum(terms.values()).backward()
     assert model.user_emb.weight.grad[:2].abs().sum() > 0 and full.centres.grad is not None
+    assert full.w_c.grad is not None  # W_c is in the graph through the PIW weights (trained with the centres)
+
+
+def test_piw_weights_use_the_bilinear_cluster_profile() -> None:
+    """PIW's G = softmax(e W_c μ) (spec §B.7.2), not the clustering loss's Student-t Q: the weights follow
+    W_c, and equal users' drifts give equal weights."""
+    torch.manual_seed(0)
+    old_train = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 1], [1, 0, 1]], dtype=np.float32))
+    old_u, old_i = torch.randn(3, 4), torch.randn(3, 4)
+    lw = LWCKD(old_u, old_i, old_train, LWCKDConfig(n_clusters=2, graph_terms=False), seed=0)
+    e = torch.randn(5, 4)
+    want = torch.softmax(e @ lw.w_c @ lw.centres.T, dim=1)
+    assert torch.allclose(lw.piw_assign(e), want)
+    assert not torch.allclose(lw.piw_assign(e), lw.soft_assign(e))
+    with torch.no_grad():
+        lw.w_c.mul_(3.0)
+    assert torch.allclose(lw.piw_assign(e), torch.softmax(3.0 * e @ lw.centres.T, dim=1), atol=1e-6)
 
 
 @pytest.mark.parametrize("preset", [None, "configs/ccd/yelp.yaml", "configs/ccd/yelp-mf.yaml"])

@@ -11,8 +11,10 @@ authors threshold a similarity graph to an average degree of about 10, here exac
 entity, built in chunks, never a dense entities × entities matrix).
 
 PIW weights the user-anchored terms (UI, UU): w_u = softplus(MLP((G^old_u − G^new_u)²)), rescaled to batch
-mean 1, where G is a DEC-style Student-t soft assignment of an embedding to ``n_clusters`` learnable centres;
-``L_cluster`` = KL(P ‖ Q) with P the sharpened target distribution. Centres and MLP are the extra parameters.
+mean 1, where G_u = softmax_c(e_u W_c μ_c) scores an embedding against ``n_clusters`` learnable centres μ_c
+through a learned bilinear map W_c (spec §B.7.2); ``L_cluster`` = KL(P ‖ Q) over the DEC-style Student-t
+assignment Q to the same centres, with P its sharpened target. Centres, W_c and the MLP are the extra
+parameters.
 """
 
 from __future__ import annotations
@@ -131,13 +133,19 @@ class LWCKD(nn.Module):
                 noise = 0.01 * torch.randn(extra.shape, generator=g).to(extra.device)
                 centres = torch.cat([centres, extra + noise])
             self.centres = nn.Parameter(centres)
+            # W_c starts at the identity, so G starts as a softmax of plain dot products with the centres
+            self.w_c = nn.Parameter(torch.eye(centres.shape[1], device=centres.device))
             c = config.n_clusters
             self.mlp = nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, 1))
 
     def soft_assign(self, emb: Tensor) -> Tensor:
-        """Student-t assignment q_ic ∝ (1 + ‖e_i − μ_c‖²)⁻¹ (DEC)."""
+        """Student-t assignment q_ic ∝ (1 + ‖e_i − μ_c‖²)⁻¹ (DEC): the clustering loss's Q."""
         q = 1.0 / (1.0 + torch.cdist(emb, self.centres).pow(2))
         return q / q.sum(1, keepdim=True)
+
+    def piw_assign(self, emb: Tensor) -> Tensor:
+        """G = softmax_c(e W_c μ_c): the cluster profile whose drift sets the imitation weights."""
+        return torch.softmax(emb @ self.w_c @ self.centres.T, dim=1)
 
     def terms(self, model: Recommender, users: Tensor, items: Tensor) -> dict[str, Tensor]:
         """Weighted terms for the batch's users and (positive) items; only old entities take part."""
@@ -150,10 +158,11 @@ class LWCKD(nn.Module):
         out: dict[str, Tensor] = {}
         weights = None
         if cfg.piw and users.numel():
-            q_new = self.soft_assign(new_u[users])
-            q_old = self.soft_assign(self.old_user[users])
-            w = F.softplus(self.mlp((q_old - q_new).pow(2))).squeeze(1)
+            g_new = self.piw_assign(new_u[users])
+            g_old = self.piw_assign(self.old_user[users])
+            w = F.softplus(self.mlp((g_old - g_new).pow(2))).squeeze(1)
             weights = w / w.mean().clamp(min=1e-12)
+            q_new = self.soft_assign(new_u[users])
             p = q_new.pow(2) / q_new.sum(0, keepdim=True)
             p = (p / p.sum(1, keepdim=True)).detach()
             out["cluster"] = cfg.lambda_cluster * (p * (p.clamp(min=1e-12).log() - q_new.log())).sum(1).mean()
