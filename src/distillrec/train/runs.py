@@ -50,8 +50,13 @@ class Run:
 
     def recommend(self, user: str | int, k: int = 10, split: str = "test") -> list[tuple[str, float]]:
         """Top-k items (external ids, scores) for an external user id; items seen in training excluded."""
-        frame = self.recommend_many([user], k, split, progress=False)
-        return list(zip(frame["item"].tolist(), frame["score"].astype(float).tolist()))
+        from distillrec.train.recommend import internal_users, top_items
+
+        # straight from the top-k tensors: a DataFrame would cost as much as scoring the user
+        _, items, scores = next(top_items(self.model, self.dataset, internal_users(self.dataset, [user]), k, split,
+                                          progress=False))
+        return [(str(self.dataset.item_ids[i]), float(v)) for i, v in zip(items[0].tolist(), scores[0].tolist())
+                if v != float("-inf")]
 
     def recommend_many(self, users: Iterable[str | int] | None = None, k: int = 10, split: str = "test",
                        batch_size: int | None = None, progress: bool | None = None,
