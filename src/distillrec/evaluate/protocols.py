@@ -71,7 +71,7 @@ def _select_users(dataset: Dataset, target: sp.csr_matrix, users: Iterable[int] 
     return keep, int(cand.size - keep.size)
 
 
-def _batch_offsets(rows: sp.csr_matrix, bs: int, device: torch.device) -> tuple[np.ndarray, Tensor]:
+def batch_offsets(rows: sp.csr_matrix, bs: int, device: torch.device) -> tuple[np.ndarray, Tensor]:
     """Offsets ``(r mod bs) * n_cols + col`` of every stored entry, and the CSR row pointer to slice them.
 
     The entries of batch [s, e) are ``flat[ptr[s]:ptr[e]]``, already relative to that batch's score block.
@@ -128,9 +128,9 @@ def evaluate_full(
         bs = min(bs, max(1, n_eval))
         # Everything a batch needs is prepared once, up front, as flat offsets into a [bs, n_items] block:
         # a batch then only slices these tensors (no scipy, no per-batch index arithmetic).
-        tgt_ptr, tgt_flat = _batch_offsets(target[eval_users], bs, dev)
+        tgt_ptr, tgt_flat = batch_offsets(target[eval_users], bs, dev)
         if exclude_seen:
-            seen_ptr, seen_flat = _batch_offsets(dataset.seen(split)[eval_users], bs, dev)
+            seen_ptr, seen_flat = batch_offsets(dataset.seen(split)[eval_users], bs, dev)
         n_rel = torch.from_numpy(np.diff(tgt_ptr))
         is_target = torch.zeros(bs * n_items, dtype=torch.bool, device=dev)  # reused, reset after each batch
         users_t = torch.from_numpy(eval_users).to(dev)

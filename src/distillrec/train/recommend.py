@@ -18,7 +18,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from distillrec.data.dataset import Dataset
-from distillrec.evaluate.protocols import default_batch_size
+from distillrec.evaluate.protocols import batch_offsets, default_batch_size
 from distillrec.evaluate.topk import topk
 from distillrec.models.base import Recommender
 from distillrec.utils import DistillrecError, atomic_write
@@ -60,22 +60,14 @@ def top_items(model: Recommender, dataset: Dataset, users: np.ndarray, k: int, s
     model.prepare_eval(dataset, split)
     dev = model.device
     bs = max(1, min(int(batch_size or default_batch_size(dataset.n_items, dev)), max(1, len(users))))
-    train = dataset.train
     try:
-        starts = range(0, len(users), bs)
-        for s in starts if len(starts) == 1 else tqdm(starts, desc="recommending", unit="batch", leave=False,
-                                                         disable=None if progress is None else not progress,
-                                                         mininterval=0.5):
+        # every training item of the users as flat offsets into a [bs, n_items] block, once (as evaluate_full)
+        seen_ptr, seen_flat = batch_offsets(dataset.train[users], bs, dev)
+        for s in tqdm(range(0, len(users), bs), desc="recommending", unit="batch", leave=False,
+                      disable=None if progress is None else not progress, mininterval=0.5):
             batch = users[s : s + bs]
             scores = model.full_scores(torch.from_numpy(batch).to(dev)).float().contiguous()
-            # the batch's training items straight from the CSR arrays (scipy's row fancy-indexing costs more
-            # than scoring one user)
-            starts, lengths = train.indptr[batch], train.indptr[batch + 1] - train.indptr[batch]
-            local = np.repeat(np.arange(len(batch), dtype=np.int64), lengths)
-            pos = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-            cols = train.indices[np.repeat(starts, lengths) + pos].astype(np.int64)
-            flat = torch.from_numpy(local * dataset.n_items + cols).to(dev)
-            scores.view(-1).index_fill_(0, flat, float("-inf"))
+            scores.view(-1).index_fill_(0, seen_flat[seen_ptr[s] : seen_ptr[s + len(batch)]], float("-inf"))
             values, items = topk(scores, k)
             yield batch, items.cpu(), values.cpu()
     finally:
