@@ -34,7 +34,7 @@ from torch import Tensor
 from distillrec.data.dataset import Dataset
 from distillrec.distill.base import Distiller, MethodConfig, batch_field, register_method
 from distillrec.distill.experts import DistillationExperts, representation_dims
-from distillrec.distill.gumbel import anneal_temperature
+from distillrec.distill.gumbel import training_temperature
 from distillrec.distill.knowledge import KnowledgeSpec, TeacherKnowledge
 from distillrec.models.base import Recommender
 
@@ -81,8 +81,7 @@ class DE(Distiller):
     def on_epoch_start(self, epoch: int) -> None:
         super().on_epoch_start(epoch)
         c = self.config
-        self.tau = anneal_temperature(max(0, self.epoch_index(epoch) - 1), c.tau_start, c.tau_end,
-                                       c.anneal_epochs)  # τ moves after an epoch: the first two train at τ0 (spec §2.3)
+        self.tau = training_temperature(epoch, c.tau_start, c.tau_end, c.anneal_epochs)
 
     def kd_terms(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         loss = self.experts.batch_loss(

@@ -28,6 +28,12 @@ def anneal_temperature(epoch: int, tau0: float = 1.0, tau_end: float = 1e-10, n_
     return max(tau, tau_end)
 
 
+def training_temperature(epoch: int, tau0: float = 1.0, tau_end: float = 1e-10, n_epochs: int = 1000) -> float:
+    """τ for the trainer's 1-based ``epoch`` in the authors' loop, which sets τ(e) *after* 0-based epoch e
+    (spec §2.3): epochs 1 and 2 train at τ0, epoch n ≥ 2 at τ(n − 2)."""
+    return anneal_temperature(max(0, epoch - 2), tau0, tau_end, n_epochs)
+
+
 _NUMPY_MIN = 1 << 16  # smaller draws: torch's own generator is as fast
 
 
