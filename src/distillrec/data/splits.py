@@ -40,6 +40,13 @@ def holdout_last(rank: np.ndarray, count: np.ndarray, n_valid: np.ndarray, n_tes
     return codes
 
 
+def _checked_ratios(ratios: tuple[float, float, float]) -> np.ndarray:
+    r = np.asarray(ratios, dtype=np.float64)
+    if r.shape != (3,) or (r < 0).any() or r.sum() <= 0 or r[0] <= 0:
+        raise ValueError(f"ratios must be three non-negative numbers (train, valid, test) with train > 0, got {ratios}")
+    return r
+
+
 def ratio_counts(count: np.ndarray, ratios: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
     """How many of a user's ``count`` rows go to valid and test under ``ratios`` (train, valid, test).
 
@@ -47,9 +54,7 @@ def ratio_counts(count: np.ndarray, ratios: tuple[float, float, float]) -> tuple
     it has 3 (when those ratios are non-zero) — the rule of RecBole's ratio split and of the CCD split —
     and never fewer than one training row.
     """
-    r = np.asarray(ratios, dtype=np.float64)
-    if r.shape != (3,) or (r < 0).any() or r.sum() <= 0 or r[0] <= 0:
-        raise ValueError(f"ratios must be three non-negative numbers (train, valid, test) with train > 0, got {ratios}")
+    r = _checked_ratios(ratios)
     r = r / r.sum()
     n_test = np.floor(r[2] * count + 1e-9).astype(np.int64)
     n_valid = np.floor(r[1] * count + 1e-9).astype(np.int64)
@@ -82,9 +87,7 @@ def split_shuffle_prefix(users: np.ndarray, ratios: tuple[float, float, float], 
     ⌊r_test·n⌋ go to test, the next ⌊r_valid·n⌋ to valid, the rest to train (``int(0.2 * n)`` in the authors'
     float arithmetic). This is a Python loop over users, because only the legacy generator's exact sequence of
     shuffles gives back the published split; it runs once, when the data set is prepared."""
-    r = [float(x) for x in ratios]
-    if len(r) != 3 or min(r) < 0 or r[0] <= 0:
-        raise ValueError(f"ratios must be three non-negative numbers (train, valid, test) with train > 0, got {ratios}")
+    r = _checked_ratios(ratios).tolist()  # Python floats: int(0.2 * n) as the authors computed it
     order = np.argsort(users, kind="stable")
     starts = np.flatnonzero(np.concatenate(([True], users[order][1:] != users[order][:-1])))
     groups = np.split(order, starts[1:])
