@@ -23,16 +23,19 @@ from distillrec.distill.sampling import PairIndex, sample_uninteresting
 from distillrec.models.base import Recommender
 
 
-def lists_to_pairs(lists: Tensor, n_rows: int, n_cols: int) -> sp.csr_matrix:
-    """The rows × cols binary pattern of per-row id lists [R ≤ n_rows, N] (entries ≥ n_cols are padding)."""
-    ids = lists.detach().cpu().numpy().astype(np.int64)
-    rows = np.repeat(np.arange(ids.shape[0], dtype=np.int64), ids.shape[1])
-    cols = ids.ravel()
-    keep = (cols >= 0) & (cols < n_cols)
+def _binary(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> sp.csr_matrix:
+    """The n_rows × n_cols 0/1 pattern of (row, col) pairs; pairs outside it are dropped, repeats count once."""
+    keep = (rows >= 0) & (rows < n_rows) & (cols >= 0) & (cols < n_cols)
     m = sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])), shape=(n_rows, n_cols))
     m.sum_duplicates()
     m.data[:] = 1.0
     return m
+
+
+def lists_to_pairs(lists: Tensor, n_rows: int, n_cols: int) -> sp.csr_matrix:
+    """The rows × cols binary pattern of per-row id lists [R ≤ n_rows, N] (entries ≥ n_cols are padding)."""
+    ids = lists.detach().cpu().numpy().astype(np.int64)
+    return _binary(np.repeat(np.arange(ids.shape[0], dtype=np.int64), ids.shape[1]), ids.ravel(), n_rows, n_cols)
 
 
 @torch.no_grad()
@@ -53,16 +56,10 @@ def top_pairs(model: Recommender, n: int, n_users: int, n_items: int, exclude: s
 
 def union(parts: list[sp.spmatrix], n_users: int, n_items: int) -> sp.csr_matrix:
     """The binary union of patterns, each cut or padded to ``n_users × n_items``."""
-    out = sp.csr_matrix((n_users, n_items), dtype=np.float32)
-    for p in parts:
-        coo = sp.coo_matrix(p)
-        keep = (coo.row < n_users) & (coo.col < n_items)
-        out = out + sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (coo.row[keep], coo.col[keep])),
-                                  shape=(n_users, n_items))
-    out = out.tocsr()
-    out.sum_duplicates()
-    out.data[:] = 1.0
-    return out
+    coos = [sp.coo_matrix(p) for p in parts]
+    rows = np.concatenate([c.row.astype(np.int64) for c in coos] or [np.zeros(0, np.int64)])
+    cols = np.concatenate([c.col.astype(np.int64) for c in coos] or [np.zeros(0, np.int64)])
+    return _binary(rows, cols, n_users, n_items)
 
 
 class NegativeSampler(nn.Module):
