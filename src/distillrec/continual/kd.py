@@ -91,15 +91,16 @@ class CCDDistiller(IRRRD):
         bag (a small catalogue) keeps the plain exclusion."""
         c = self.config
         extra = union([extra], *train.shape)
-        room = train.shape[1] - np.asarray(union([train, extra], *train.shape).sum(1)).ravel()
+        excluded = union([train, extra], *train.shape)
+        room = train.shape[1] - np.asarray(excluded.sum(1)).ravel()
         # room for the interesting entries and the bag: RankingLists then neither shortens K for every row nor
         # draws the bag with replacement (it cuts the row's list where needed)
         short = room < min(c.n_interesting, self.teacher_user_topk.shape[1]) + c.n_uninteresting
         if short.any():
             warnings.warn(f"ccd: {int(short.sum())} users keep bags that may hold hard-negative items: their "
                           "catalogue is too small for the list, the bag and the exclusion", stacklevel=3)
-            extra = sp.diags((~short).astype(np.float32)) @ extra
-        index = PairIndex(union([train, extra], *train.shape)).to(self.device)
+            excluded = union([train, sp.diags((~short).astype(np.float32)) @ extra], *train.shape)
+        index = PairIndex(excluded).to(self.device)
         return RankingLists(self.teacher_user_topk, index, c.n_interesting, c.n_uninteresting, c.temperature,
                             c.sampling, name="ccd")
 
