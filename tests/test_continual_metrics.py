@@ -126,3 +126,61 @@ def test_lwckd_weights_are_the_authors_over_the_batch_pairs(preset: str | None) 
     assert pairs == 2048
     assert lw.lambda_lwc == pytest.approx(0.01 / pairs) and lw.lambda_cluster == pytest.approx(1.0 / pairs)
     assert cfg.teacher_update.train.weight_decay == pytest.approx(1e-4 / pairs, rel=0.03)  # the same convention
+
+
+@pytest.mark.parametrize("per_layer,chosen", [("ego", [0, 1]), ("propagated", [1, 2])])
+def test_lwckd_per_lightgcn_layer(per_layer: str, chosen: list[int]) -> None:
+    """Spec §B.7.2: for LightGCN every term is taken on each of the chosen layer outputs (old layer l against new
+    layer l) and the layers are averaged; ``off`` keeps the layer-mean readout."""
+    from distillrec.continual.lwckd import layer_reprs
+    from distillrec.models.lightgcn import LightGCN
+
+    torch.manual_seed(0)
+    old_train = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 1], [1, 0, 1]], dtype=np.float32))
+    old = LightGCN(3, 3, LightGCN.Config(embedding_dim=4, n_layers=2))
+    old.set_graph(old_train)
+    new = LightGCN(4, 4, LightGCN.Config(embedding_dim=4, n_layers=2))  # grown by one user and one item
+    new.set_graph(sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 0], [0, 0, 0, 1]], np.float32)))
+    cfg = LWCKDConfig(n_clusters=2, per_layer=per_layer, lambda_lwc=1.0, lambda_cluster=1.0)
+    with torch.no_grad():
+        old_layers = layer_reprs(old, 3, 3, per_layer)
+    assert len(old_layers) == 2
+    full = old.layer_outputs()
+    for (u, i), l in zip(old_layers, chosen):
+        assert torch.equal(u, full[l][:3]) and torch.equal(i, full[l][3:])
+    lw = LWCKD(torch.stack([u for u, _ in old_layers]), torch.stack([i for _, i in old_layers]), old_train, cfg)
+    users, items = torch.tensor([0, 2, 3]), torch.tensor([0, 1, 3])
+    got = lw.terms(new, users, items)
+    # by hand: one single-layer LWCKD per chosen layer, sharing the same centres, W_c and MLP, averaged
+    new_full = new.layer_outputs()
+    want_lwc, want_cl = [], []
+    for (u, i), l in zip(old_layers, chosen):
+        one = LWCKD(u, i, old_train, LWCKDConfig(n_clusters=2, lambda_lwc=1.0, lambda_cluster=1.0))
+        one.centres, one.w_c, one.mlp = lw.centres, lw.w_c, lw.mlp
+        c, t = one._layer_terms(u, i, new_full[l][:3], new_full[l][4:7], torch.tensor([0, 2]), torch.tensor([0, 1]))
+        want_lwc.append(t)
+        want_cl.append(c)
+    assert torch.allclose(got["lwc"], torch.stack(want_lwc).mean())
+    assert torch.allclose(got["cluster"], torch.stack(want_cl).mean())
+    # the layers really differ from the readout the model scores with
+    (ru, ri), = layer_reprs(old, 3, 3, "off")
+    readout = LWCKD(ru, ri, old_train, LWCKDConfig(n_clusters=2, lambda_lwc=1.0, lambda_cluster=1.0))
+    assert readout.old_user.shape[0] == 1
+    readout.centres, readout.w_c, readout.mlp = lw.centres, lw.w_c, lw.mlp
+    assert not torch.allclose(readout.terms(new, users, items)["lwc"], got["lwc"])
+    got["lwc"].backward()
+    assert new.user_emb.weight.grad[:3].abs().sum() > 0
+
+
+def test_lightgcn_layer_outputs_average_to_the_readout() -> None:
+    from distillrec.models.lightgcn import LightGCN
+
+    torch.manual_seed(0)
+    m = LightGCN(3, 4, LightGCN.Config(embedding_dim=5, n_layers=3))
+    m.set_graph(sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 0, 1]], np.float32)))
+    layers = m.layer_outputs()
+    assert len(layers) == 4 and torch.equal(layers[0][:3], m.user_emb.weight)
+    u, i = m.propagate()
+    assert torch.allclose(torch.cat([u, i]), torch.stack(layers).mean(0), atol=1e-7)
+    with m.training_step():  # one propagation per step, shared by the readout and the layer-wise terms
+        assert m.layer_outputs() is m.layer_outputs()

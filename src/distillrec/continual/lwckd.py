@@ -15,9 +15,17 @@ mean 1, where G_u = softmax_c(e_u W_c μ_c) scores an embedding against ``n_clus
 through a learned bilinear map W_c (spec §B.7.2); ``L_cluster`` = KL(P ‖ Q) over the DEC-style Student-t
 assignment Q to the same centres, with P its sharpened target. Centres, W_c and the MLP are the extra
 parameters.
+
+For LightGCN the authors apply the losses per layer and average them "over the first num_layer layer outputs"
+(spec §B.7.2). Which outputs that means is not certain, so ``per_layer`` names the reading: ``ego`` = E⁰..E^{L−1}
+(the first L of the L + 1 outputs, the ego embeddings first), ``propagated`` = E¹..E^L, ``off`` = the layer-mean
+readout the model scores with. Every term, the PIW weights and the cluster loss included, is computed on each
+chosen layer (old layer l against new layer l) and the layers are averaged. Models without layers ignore it.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,6 +53,18 @@ class LWCKDConfig(BaseModel):
     n_neighbors: int = Field(10, ge=1)  # UU / II graph degree
     graph_terms: bool = True  # the UU and II terms
     piw: bool = True
+    per_layer: Literal["off", "ego", "propagated"] = "off"  # LightGCN: which layer outputs (module docstring)
+
+
+def layer_reprs(model: Recommender, n_users: int, n_items: int, per_layer: str = "off") -> list[tuple[Tensor, Tensor]]:
+    """(users, items) of the first ``n_users`` / ``n_items`` entities for each layer the terms use."""
+    if per_layer == "off" or not hasattr(model, "layer_outputs"):
+        return [all_reprs(model, n_users, n_items)]
+    layers = model.layer_outputs()
+    chosen = layers[:-1] if per_layer == "ego" else layers[1:]
+    if not chosen:  # a 0-layer LightGCN is MF: its one output
+        chosen = layers
+    return [(e[:n_users], e[model.n_users: model.n_users + n_items]) for e in chosen]
 
 
 def knn_graph(matrix: sp.spmatrix, n_neighbors: int, chunk_elems: int = 1 << 22) -> sp.csr_matrix:
@@ -112,12 +132,16 @@ class LWCKD(nn.Module):
 
     def __init__(self, old_user: Tensor, old_item: Tensor, old_train: sp.spmatrix, config: LWCKDConfig,
                  seed: int = 0, graphs: tuple[sp.spmatrix, sp.spmatrix] | None = None) -> None:
-        """``graphs``: prebuilt (user–user, item–item) kNN graphs of ``old_train`` (several teachers share them)."""
+        """``old_user`` / ``old_item``: the previous model's representations, [n, d], or [n_layers, n, d] per
+        layer (``layer_reprs``, stacked). ``graphs``: prebuilt (user–user, item–item) kNN graphs of ``old_train``
+        (several teachers share them)."""
         super().__init__()
         self.config = config
-        self.n_old_users, self.n_old_items = old_user.shape[0], old_item.shape[0]
+        old_user = old_user if old_user.dim() == 3 else old_user[None]
+        old_item = old_item if old_item.dim() == 3 else old_item[None]
+        self.n_old_users, self.n_old_items = old_user.shape[1], old_item.shape[1]
         old_train = sp.csr_matrix(old_train)[: self.n_old_users, : self.n_old_items]
-        self.register_buffer("old_user", old_user.detach().float(), persistent=False)
+        self.register_buffer("old_user", old_user.detach().float(), persistent=False)  # [n_layers, n, d]
         self.register_buffer("old_item", old_item.detach().float(), persistent=False)
         self.ui = _Neighbours(old_train)
         self.iu = _Neighbours(old_train.T.tocsr())
@@ -127,7 +151,7 @@ class LWCKD(nn.Module):
         if config.piw:
             g = torch.Generator().manual_seed(seed)
             pick = torch.randperm(self.n_old_users, generator=g)[: config.n_clusters]
-            centres = old_user[pick.to(old_user.device)].detach().float().clone()
+            centres = old_user[-1, pick.to(old_user.device)].detach().float().clone()
             if centres.shape[0] < config.n_clusters:  # fewer old users than clusters: jitter copies
                 extra = centres[torch.arange(config.n_clusters - centres.shape[0]) % max(1, centres.shape[0])]
                 noise = 0.01 * torch.randn(extra.shape, generator=g).to(extra.device)
@@ -154,27 +178,43 @@ class LWCKD(nn.Module):
         items = items.unique()
         users = users[users < self.n_old_users]
         items = items[items < self.n_old_items]
-        new_u, new_i = all_reprs(model, self.n_old_users, self.n_old_items)
+        new = layer_reprs(model, self.n_old_users, self.n_old_items, cfg.per_layer)
+        if len(new) != self.old_user.shape[0]:
+            raise ValueError(f"LWC-KD: {len(new)} layer(s) of the new model against {self.old_user.shape[0]} "
+                             "of the old one (build both with layer_reprs and the same per_layer)")
+        cluster, lwc = [], []
+        for old_u, old_i, (new_u, new_i) in zip(self.old_user, self.old_item, new):
+            c, t = self._layer_terms(old_u, old_i, new_u, new_i, users, items)
+            cluster.append(c)
+            lwc.append(t)
         out: dict[str, Tensor] = {}
-        weights = None
+        if cfg.piw and users.numel():
+            out["cluster"] = cfg.lambda_cluster * torch.stack(cluster).mean()
+        out["lwc"] = cfg.lambda_lwc * torch.stack(lwc).mean()
+        return out
+
+    def _layer_terms(self, old_u: Tensor, old_i: Tensor, new_u: Tensor, new_i: Tensor, users: Tensor,
+                     items: Tensor) -> tuple[Tensor | None, Tensor]:
+        """(cluster KL or None, sum of the four contrastive terms) on one layer's representations."""
+        cfg = self.config
+        weights, cluster = None, None
         if cfg.piw and users.numel():
             g_new = self.piw_assign(new_u[users])
-            g_old = self.piw_assign(self.old_user[users])
+            g_old = self.piw_assign(old_u[users])
             w = F.softplus(self.mlp((g_old - g_new).pow(2))).squeeze(1)
             weights = w / w.mean().clamp(min=1e-12)
             q_new = self.soft_assign(new_u[users])
             p = q_new.pow(2) / q_new.sum(0, keepdim=True)
             p = (p / p.sum(1, keepdim=True)).detach()
-            out["cluster"] = cfg.lambda_cluster * (p * (p.clamp(min=1e-12).log() - q_new.log())).sum(1).mean()
+            cluster = (p * (p.clamp(min=1e-12).log() - q_new.log())).sum(1).mean()
         tau = cfg.temperature
         lwc = new_u.sum() * 0.0
         if users.numel():
-            lwc = lwc + contrastive_term(self.old_user[users], new_i, users, self.ui, tau, weights)
+            lwc = lwc + contrastive_term(old_u[users], new_i, users, self.ui, tau, weights)
             if cfg.graph_terms:
-                lwc = lwc + contrastive_term(self.old_user[users], new_u, users, self.uu, tau, weights)
+                lwc = lwc + contrastive_term(old_u[users], new_u, users, self.uu, tau, weights)
         if items.numel():
-            lwc = lwc + contrastive_term(self.old_item[items], new_u, items, self.iu, tau)
+            lwc = lwc + contrastive_term(old_i[items], new_u, items, self.iu, tau)
             if cfg.graph_terms:
-                lwc = lwc + contrastive_term(self.old_item[items], new_i, items, self.ii, tau)
-        out["lwc"] = cfg.lambda_lwc * lwc
-        return out
+                lwc = lwc + contrastive_term(old_i[items], new_i, items, self.ii, tau)
+        return cluster, lwc

@@ -24,8 +24,8 @@ import torch
 
 from distillrec.continual.config import ReplaySettings, at_block
 from distillrec.continual.ensemble import RankEnsemble
-from distillrec.continual.growth import all_reprs, frozen_copy, has_reprs
-from distillrec.continual.lwckd import LWCKD, LWCKDConfig, old_graphs
+from distillrec.continual.growth import frozen_copy, has_reprs
+from distillrec.continual.lwckd import LWCKD, LWCKDConfig, layer_reprs, old_graphs
 from distillrec.continual.negatives import NegativeSampler, top_pairs, union
 from distillrec.continual.objectives import UpdateObjective, VAEUpdateObjective
 from distillrec.continual.proxies import ema_model
@@ -131,10 +131,11 @@ def _update(ctx: Context, previous: Recommender, k: int, name: str, *, init: str
     else:
         lwckd = None
         if lwc and has_reprs(model):
-            old = frozen_copy(previous)
+            old, lcfg = frozen_copy(previous), LWCKDConfig(**tu.lwckd)
             with torch.no_grad():
-                old_u, old_i = all_reprs(old, old.n_users, old.n_items)
-            old_train, lcfg = ctx.graph(k - 1), LWCKDConfig(**tu.lwckd)
+                layers = layer_reprs(old, old.n_users, old.n_items, lcfg.per_layer)
+            old_u, old_i = torch.stack([u for u, _ in layers]), torch.stack([i for _, i in layers])
+            old_train = ctx.graph(k - 1)
             graphs = None
             if lcfg.graph_terms:  # shared by every teacher of the block
                 key = ("knn", k - 1, lcfg.n_neighbors)

@@ -92,6 +92,7 @@ class LightGCN(Recommender):
         self._cache: tuple[Tensor, Tensor] | None = None
         self._in_step = False
         self._step_out: tuple[Tensor, Tensor] | None = None  # this step's propagation, with its autograd graph
+        self._step_layers: list[Tensor] | None = None  # and its per-layer outputs
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, **hparams: Any) -> LightGCN:
@@ -126,19 +127,26 @@ class LightGCN(Recommender):
             self._cache = out
         return out
 
-    def _propagate(self) -> tuple[Tensor, Tensor]:
+    def layer_outputs(self) -> list[Tensor]:
+        """E⁽⁰⁾..E⁽ᴸ⁾, each [n_users + n_items, d] with users first: what the readout averages (per-layer
+        losses such as CCD's LWC-KD use them). Shared with ``propagate`` inside a training step."""
+        training_step = self._in_step and self.training and torch.is_grad_enabled()
+        if training_step and self._step_layers is not None:
+            return self._step_layers
         if self.adj_crow is None:
             raise DistillrecError(
                 "LightGCN needs the training graph: build it with LightGCN.from_dataset(dataset) or call set_graph()"
             )
-        ego = torch.cat([self.user_emb.weight, self.item_emb.weight])
-        n = self.n_users + self.n_items
-        adjacency = _csr(self.adj_crow, self.adj_col, self.adj_val, n)
-        layer, total = ego, ego
+        adjacency = _csr(self.adj_crow, self.adj_col, self.adj_val, self.n_users + self.n_items)
+        layers = [torch.cat([self.user_emb.weight, self.item_emb.weight])]
         for _ in range(self.config.n_layers):
-            layer = _SymmetricSpMM.apply(adjacency, layer)
-            total = total + layer
-        final = total / (self.config.n_layers + 1)
+            layers.append(_SymmetricSpMM.apply(adjacency, layers[-1]))
+        if training_step:
+            self._step_layers = layers
+        return layers
+
+    def _propagate(self) -> tuple[Tensor, Tensor]:
+        final = sum(self.layer_outputs()) / (self.config.n_layers + 1)
         users, items = final.split([self.n_users, self.n_items])
         return users, items
 
@@ -153,11 +161,11 @@ class LightGCN(Recommender):
     def training_step(self) -> Iterator[None]:
         # One graph for the base loss and every list scored in the step; dropped at the end, before the
         # optimiser changes the embeddings it was computed from.
-        self._in_step, self._step_out = True, None
+        self._in_step, self._step_out, self._step_layers = True, None, None
         try:
             yield
         finally:
-            self._in_step, self._step_out = False, None
+            self._in_step, self._step_out, self._step_layers = False, None, None
 
     # -- the contract ----------------------------------------------------------------------------------------
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
