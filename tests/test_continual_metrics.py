@@ -128,10 +128,10 @@ def test_lwckd_weights_are_the_authors_over_the_batch_pairs(preset: str | None) 
     assert cfg.teacher_update.train.weight_decay == pytest.approx(1e-4 / pairs, rel=0.03)  # the same convention
 
 
-@pytest.mark.parametrize("per_layer,chosen", [("ego", [0, 1]), ("propagated", [1, 2])])
-def test_lwckd_per_lightgcn_layer(per_layer: str, chosen: list[int]) -> None:
+@pytest.mark.parametrize("layers,chosen", [("ego", [0, 1]), ("propagated", [1, 2])])
+def test_lwckd_per_lightgcn_layer(layers: str, chosen: list[int]) -> None:
     """Spec §B.7.2: for LightGCN every term is taken on each of the chosen layer outputs (old layer l against new
-    layer l) and the layers are averaged; ``off`` keeps the layer-mean readout."""
+    layer l) and the layers are averaged; ``readout`` keeps the layer-mean embeddings."""
     from distillrec.continual.lwckd import layer_reprs
     from distillrec.models.lightgcn import LightGCN
 
@@ -141,9 +141,9 @@ def test_lwckd_per_lightgcn_layer(per_layer: str, chosen: list[int]) -> None:
     old.set_graph(old_train)
     new = LightGCN(4, 4, LightGCN.Config(embedding_dim=4, n_layers=2))  # grown by one user and one item
     new.set_graph(sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 0], [0, 0, 0, 1]], np.float32)))
-    cfg = LWCKDConfig(n_clusters=2, per_layer=per_layer, lambda_lwc=1.0, lambda_cluster=1.0)
+    cfg = LWCKDConfig(n_clusters=2, layers=layers, lambda_lwc=1.0, lambda_cluster=1.0)
     with torch.no_grad():
-        old_layers = layer_reprs(old, 3, 3, per_layer)
+        old_layers = layer_reprs(old, 3, 3, layers)
     assert len(old_layers) == 2
     full = old.layer_outputs()
     for (u, i), l in zip(old_layers, chosen):
@@ -163,7 +163,7 @@ def test_lwckd_per_lightgcn_layer(per_layer: str, chosen: list[int]) -> None:
     assert torch.allclose(got["lwc"], torch.stack(want_lwc).mean())
     assert torch.allclose(got["cluster"], torch.stack(want_cl).mean())
     # the layers really differ from the readout the model scores with
-    (ru, ri), = layer_reprs(old, 3, 3, "off")
+    (ru, ri), = layer_reprs(old, 3, 3, "readout")
     readout = LWCKD(ru, ri, old_train, LWCKDConfig(n_clusters=2, lambda_lwc=1.0, lambda_cluster=1.0))
     assert readout.old_user.shape[0] == 1
     readout.centres, readout.w_c, readout.mlp = lw.centres, lw.w_c, lw.mlp

@@ -17,10 +17,11 @@ assignment Q to the same centres, with P its sharpened target. Centres, W_c and 
 parameters.
 
 For LightGCN the authors apply the losses per layer and average them "over the first num_layer layer outputs"
-(spec §B.7.2). Which outputs that means is not certain, so ``per_layer`` names the reading: ``ego`` = E⁰..E^{L−1}
-(the first L of the L + 1 outputs, the ego embeddings first), ``propagated`` = E¹..E^L, ``off`` = the layer-mean
-readout the model scores with. Every term, the PIW weights and the cluster loss included, is computed on each
-chosen layer (old layer l against new layer l) and the layers are averaged. Models without layers ignore it.
+(spec §B.7.2). Which outputs that means is not certain, so ``layers`` names the reading: ``ego`` = E⁰..E^{L−1}
+(the first L of the L + 1 outputs, the ego embeddings first), ``propagated`` = E¹..E^L, ``readout`` = the
+layer-mean embeddings the model scores with (no per-layer terms). Every term, the PIW weights and the cluster
+loss included, is computed on each chosen layer (old layer l against new layer l) and the layers are
+averaged. Models without layers ignore it.
 """
 
 from __future__ import annotations
@@ -53,17 +54,17 @@ class LWCKDConfig(BaseModel):
     n_neighbors: int = Field(10, ge=1)  # UU / II graph degree
     graph_terms: bool = True  # the UU and II terms
     piw: bool = True
-    per_layer: Literal["off", "ego", "propagated"] = "off"  # LightGCN: which layer outputs (module docstring)
+    layers: Literal["readout", "ego", "propagated"] = "readout"  # LightGCN: which layer outputs (module docstring)
 
 
-def layer_reprs(model: Recommender, n_users: int, n_items: int, per_layer: str = "off") -> list[tuple[Tensor, Tensor]]:
+def layer_reprs(model: Recommender, n_users: int, n_items: int, layers: str = "readout") -> list[tuple[Tensor, Tensor]]:
     """(users, items) of the first ``n_users`` / ``n_items`` entities for each layer the terms use."""
-    if per_layer == "off" or not hasattr(model, "layer_outputs"):
+    if layers == "readout" or not hasattr(model, "layer_outputs"):
         return [all_reprs(model, n_users, n_items)]
-    layers = model.layer_outputs()
-    chosen = layers[:-1] if per_layer == "ego" else layers[1:]
+    outputs = model.layer_outputs()
+    chosen = outputs[:-1] if layers == "ego" else outputs[1:]
     if not chosen:  # a 0-layer LightGCN is MF: its one output
-        chosen = layers
+        chosen = outputs
     return [(e[:n_users], e[model.n_users: model.n_users + n_items]) for e in chosen]
 
 
@@ -178,10 +179,10 @@ class LWCKD(nn.Module):
         items = items.unique()
         users = users[users < self.n_old_users]
         items = items[items < self.n_old_items]
-        new = layer_reprs(model, self.n_old_users, self.n_old_items, cfg.per_layer)
+        new = layer_reprs(model, self.n_old_users, self.n_old_items, cfg.layers)
         if len(new) != self.old_user.shape[0]:
             raise ValueError(f"LWC-KD: {len(new)} layer(s) of the new model against {self.old_user.shape[0]} "
-                             "of the old one (build both with layer_reprs and the same per_layer)")
+                             "of the old one (build both with layer_reprs and the same layers setting)")
         cluster, lwc = [], []
         for old_u, old_i, (new_u, new_i) in zip(self.old_user, self.old_item, new):
             c, t = self._layer_terms(old_u, old_i, new_u, new_i, users, items)

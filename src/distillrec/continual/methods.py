@@ -133,7 +133,7 @@ def _update(ctx: Context, previous: Recommender, k: int, name: str, *, init: str
         if lwc and has_reprs(model):
             old, lcfg = frozen_copy(previous), LWCKDConfig(**tu.lwckd)
             with torch.no_grad():
-                layers = layer_reprs(old, old.n_users, old.n_items, lcfg.per_layer)
+                layers = layer_reprs(old, old.n_users, old.n_items, lcfg.layers)
             old_u, old_i = torch.stack([u for u, _ in layers]), torch.stack([i for _, i in layers])
             old_train = ctx.graph(k - 1)
             graphs = None
