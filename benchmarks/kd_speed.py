@@ -58,6 +58,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ir-rrd": ("ir-rrd", {}),
     "ir-rrd-pos": ("ir-rrd", {"item_rows": "positives"}),  # item side on the batch's positives (before session 15)
     "ir-rrd-top": ("ir-rrd", {"sampling": "top"}),
+    # the item side with each batch's rows gathered and their structure built per batch (before session 16),
+    # instead of all rows against a structure built once per epoch (Distiller.ranked_loss_of)
+    "ir-rrd-gathered": ("ir-rrd", {}),
     "dcd": ("dcd", {}),
     "dcd-top": ("dcd", {"sampling": "top"}),
 }
@@ -138,6 +141,8 @@ def main() -> None:
         t1 = time.perf_counter()
         net = student(ds, args)
         distiller = cls(net, knowledge, ds, config, seed=args.seed)
+        if name.endswith("-gathered"):
+            distiller.PLAN_FRACTION = float("inf")
         t2 = time.perf_counter()
         prep[name] = {"knowledge_s": t1 - t0, "setup_s": t2 - t1}
         runs[name] = Trainer(net, ds, train_config(args, args.epochs), distiller=distiller, progress=False)

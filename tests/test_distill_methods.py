@@ -111,19 +111,67 @@ def test_ir_rrd_item_side_rows(setting, item_rows):
     d = get_method("ir-rrd").from_teacher(student, teacher, ds, config, seed=0)
     assert d.config.lambda_item == {"lists": 8.3e-3, "positives": 4.7e-4}[item_rows]
     d.on_epoch_start(1)
-    seen, real = {}, d.ranked_loss
+    seen, real, real_of = {}, d.ranked_loss, d.ranked_loss_of
 
     def spy(rows, lists, k, side):
-        seen[side] = rows
+        seen.setdefault(side, rows)
         return real(rows, lists, k, side)
 
-    d.ranked_loss = spy
+    def spy_of(rows, lists, k, side):  # the item side's lists are the epoch's, whole: rows pick from them
+        assert lists is d.item_lists.combined
+        seen.setdefault(side, rows)
+        return real_of(rows, lists, k, side)
+
+    d.ranked_loss, d.ranked_loss_of = spy, spy_of
     d.loss(batch)
     users = batch["users"].unique()
     expected = d.user_lists.combined[users].unique() if item_rows == "lists" else batch["pos_items"].unique()
     assert torch.equal(seen["item"], expected) and torch.equal(seen["user"], users)
     if item_rows == "lists":
         assert len(expected) > len(batch["pos_items"].unique())  # on CiteULike: ~17,000 vs ~960
+
+
+@pytest.mark.parametrize("share", [0.3, 0.8])
+def test_ranked_loss_of_all_rows_equals_the_gathered_rows(setting, share):
+    """Above PLAN_FRACTION the rows' loss is computed on every row of the epoch's lists at once (a structure
+    built once per lists tensor): same value and gradients as gathering the rows' lists."""
+    ds, teacher, _ = setting
+    config = {**SMALL_LISTS, "n_item_topk": 40, "n_item_interesting": 5, "n_item_uninteresting": 5}
+    losses, grads = [], []
+    for planned in (True, False):
+        torch.manual_seed(0)
+        student = BPR(ds.n_users, ds.n_items, BPR.Config(embedding_dim=4, init_std=0.1))
+        d = get_method("ir-rrd").from_teacher(student, teacher, ds, config, seed=0)
+        d.on_epoch_start(1)
+        g = torch.Generator().manual_seed(1)
+        items = torch.randperm(ds.n_items, generator=g)[: int(share * ds.n_items)].sort().values
+        lists = d.item_lists.combined
+        loss = (d.ranked_loss_of(items, lists, d.item_lists.k, "item") if planned
+                else d.ranked_loss(items, lists[items], d.item_lists.k, "item"))
+        loss.backward()
+        assert ("item" in d._plans) == (planned and share > d.PLAN_FRACTION)
+        losses.append(loss.detach())
+        grads.append((student.user_emb.weight.grad.clone(), student.item_emb.weight.grad.clone()))
+    assert torch.allclose(losses[0], losses[1], rtol=1e-6)
+    for a, b in zip(grads[0], grads[1]):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-8)
+        assert a.abs().sum() > 0
+
+
+def test_list_plan_is_rebuilt_for_new_lists(setting):
+    ds, teacher, _ = setting
+    student = BPR(ds.n_users, ds.n_items, BPR.Config(embedding_dim=4, init_std=0.1))
+    config = {**SMALL_LISTS, "n_item_topk": 40, "n_item_interesting": 5, "n_item_uninteresting": 5}
+    d = get_method("ir-rrd").from_teacher(student, teacher, ds, config, seed=0)
+    everything = torch.arange(ds.n_items)
+    d.on_epoch_start(1)
+    d.ranked_loss_of(everything, d.item_lists.combined, d.item_lists.k, "item")
+    first = d._plans["item"]
+    d.ranked_loss_of(everything, d.item_lists.combined, d.item_lists.k, "item")
+    assert d._plans["item"] is first  # same epoch: reused
+    d.on_epoch_start(2)
+    d.ranked_loss_of(everything, d.item_lists.combined, d.item_lists.k, "item")
+    assert d._plans["item"] is not first and d._plans["item"].cols is d.item_lists.combined
 
 
 # -- one user, four items: every term by hand ------------------------------------------------------------------

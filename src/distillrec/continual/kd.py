@@ -53,7 +53,6 @@ from distillrec.distill.base import batch_field
 from distillrec.distill.irrrd import IRRRD, IRRRDConfig
 from distillrec.distill.knowledge import TeacherKnowledge
 from distillrec.distill.sampling import PairIndex, RankingLists
-from distillrec.distill.scoring import table_side_scores
 from distillrec.models.base import Recommender
 from distillrec.utils import DistillrecError
 
@@ -104,10 +103,10 @@ class CCDDistiller(IRRRD):
         return RankingLists(self.teacher_user_topk, index, c.n_interesting, c.n_uninteresting, c.temperature,
                             c.sampling, name="ccd")
 
-    def list_scores(self, rows: Tensor, cols: Tensor, side: str) -> Tensor:
+    def score_tables(self) -> tuple[Tensor, Tensor] | None:
         if self.ego_lists:  # dot products of the ID tables: LightGCN's layer 0
-            return table_side_scores((self.student.user_emb.weight, self.student.item_emb.weight), rows, cols, side)
-        return super().list_scores(rows, cols, side)
+            return self.student.user_emb.weight, self.student.item_emb.weight
+        return super().score_tables()
 
     def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer

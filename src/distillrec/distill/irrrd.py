@@ -83,5 +83,5 @@ class IRRRD(Distiller):
         else:
             items = batch_field(batch, "pos_items", self.name).unique()
         user_loss = self.ranked_loss(users, user_lists, self.user_lists.k, "user")
-        item_loss = self.ranked_loss(items, self.item_lists.combined[items], self.item_lists.k, "item")
+        item_loss = self.ranked_loss_of(items, self.item_lists.combined, self.item_lists.k, "item")
         return {"rrd": self.config.lambda_user * user_loss, "ir_rrd": self.config.lambda_item * item_loss}

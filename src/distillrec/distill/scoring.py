@@ -15,6 +15,11 @@ of representation tables (``Recommender.repr_tables``: BPR-MF's embeddings, Ligh
   per-entry form there (``benchmarks/list_scoring.py``).
 
 ``ListScorer`` picks the fastest form a model admits, checked numerically on a few pairs.
+
+``ListPlan``: when a batch's rows cover most of an epoch's fixed list matrix (IR-RRD's item side under the
+authors' rule: ~17,000 of 25,181 items per CiteULike batch), scoring *every* row against a structure built once
+per epoch beats building it per batch: no gather of the rows' lists or representations, and no sort of the
+entries by column for the table's gradient (the per-batch sort of ~700k entries was a third of that step).
 """
 
 from __future__ import annotations
@@ -51,54 +56,78 @@ def _pattern(cols: Tensor, values: Tensor, n_table: int) -> Tensor:
                                        check_invariants=False)
 
 
+class ListPlan:
+    """A list matrix ``cols`` [R, N] into a table of ``n_table`` rows, with what scoring all R rows needs built
+    once: the forward's CSR pattern and Gᵀ's structure (the entries sorted by column) for the table's gradient.
+    Only the gradient's values change from one use to the next."""
+
+    def __init__(self, cols: Tensor, n_table: int) -> None:
+        self.cols, self.n_table = cols, n_table
+        r, n = cols.shape
+        # 32-bit keys and CSR indices whenever they fit: the sort, the division and the product's index reads
+        # are memory-bound, and halving them took IR-RRD's 680k-entry item side from ~40 to ~25 ms (session 15)
+        idx = torch.int32 if max(cols.numel(), n_table) < 2**31 else torch.long
+        flat = cols.reshape(-1).to(idx)
+        self.crow = torch.arange(0, r * n + 1, n, dtype=idx, device=cols.device)
+        self.flat = flat
+        sorted_cols, order = flat.sort()
+        self.t_crow = torch.zeros(n_table + 1, dtype=idx, device=cols.device)
+        torch.cumsum(torch.bincount(sorted_cols, minlength=n_table), 0, out=self.t_crow[1:])
+        self.t_rows = torch.div(order.to(idx), n, rounding_mode="floor")
+        self.t_order = order.to(idx)
+
+    def pattern(self, dtype: torch.dtype) -> Tensor:
+        zeros = torch.zeros(self.flat.numel(), dtype=dtype, device=self.flat.device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta": the ops used here are stable
+            return torch.sparse_csr_tensor(self.crow, self.flat, zeros, size=(self.cols.shape[0], self.n_table),
+                                           check_invariants=False)
+
+    def transposed_product(self, grad: Tensor, row_repr: Tensor) -> Tensor:
+        """Gᵀ·row_repr [n_table, d], G [R, n_table] holding grad[r, n] at (r, cols[r, n]) (repeats add up)."""
+        values = grad.reshape(-1).index_select(0, self.t_order)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            g_t = torch.sparse_csr_tensor(self.t_crow, self.t_rows, values, size=(self.n_table, self.cols.shape[0]),
+                                          check_invariants=False)
+            return torch.sparse.mm(g_t, row_repr.contiguous())
+
+
 class _TableDot(torch.autograd.Function):
-    """scores[r, n] = ⟨row_repr[r], table[cols[r, n]]⟩ without gathering the table rows."""
+    """scores[r, n] = ⟨row_repr[r], table[cols[r, n]]⟩ without gathering the table rows; ``plan``: a
+    ``ListPlan`` of ``cols``, reused instead of rebuilt."""
 
     @staticmethod
-    def forward(ctx, row_repr: Tensor, table: Tensor, cols: Tensor) -> Tensor:
+    def forward(ctx, row_repr: Tensor, table: Tensor, cols: Tensor, plan: ListPlan | None = None) -> Tensor:
         row_repr = row_repr.contiguous()
-        zeros = torch.zeros(cols.numel(), dtype=row_repr.dtype, device=row_repr.device)
-        pattern = _pattern(cols, zeros, table.shape[0])
+        if plan is not None:
+            pattern = plan.pattern(row_repr.dtype)
+        else:
+            pattern = _pattern(cols, torch.zeros(cols.numel(), dtype=row_repr.dtype, device=row_repr.device),
+                               table.shape[0])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             scores = torch.sparse.sampled_addmm(pattern, row_repr, table.T, beta=0.0).values()
         ctx.save_for_backward(row_repr, table, cols)
+        ctx.plan = plan
         return scores.view(cols.shape)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         row_repr, table, cols = ctx.saved_tensors
         grad_rows = grad_table = None
         if ctx.needs_input_grad[0]:  # Σ_n g[r, n]·table[cols[r, n]]: a weighted embedding bag per row
             grad_rows = F.embedding_bag(cols, table, per_sample_weights=grad.contiguous(), mode="sum")
         if ctx.needs_input_grad[1]:  # table[c] += g[r, n]·row_repr[r] for every (r, n) with cols[r, n] = c
-            if cols.numel() >= 2 * table.shape[0]:  # long lists (RRD, DCD): the transposed CSR product
-                grad_table = _transposed_product(cols, grad, row_repr, table.shape[0])
+            if ctx.plan is not None:
+                grad_table = ctx.plan.transposed_product(grad, row_repr)
+            elif cols.numel() >= 2 * table.shape[0]:  # long lists (RRD, DCD): the transposed CSR product
+                grad_table = ListPlan(cols, table.shape[0]).transposed_product(grad, row_repr)
             else:  # short ones (RD, CD): Gᵀ's per-column work would cost more than a scatter of the products
                 per_entry = (grad.unsqueeze(2) * row_repr.unsqueeze(1)).view(-1, row_repr.shape[1])
                 grad_table = torch.zeros_like(table).index_put_((cols.reshape(-1),), per_entry, accumulate=True)
-        return grad_rows, grad_table, None
-
-
-def _transposed_product(cols: Tensor, grad: Tensor, row_repr: Tensor, n_table: int) -> Tensor:
-    """Gᵀ·row_repr [n_table, d], G [R, n_table] holding grad[r, n] at (r, cols[r, n]) (repeats add up): Gᵀ
-    built in CSR by sorting the entries by column, then one sparse × dense product. Inside RRD's training
-    step (56k entries into a 25k-row table) ~15 % faster on CPU than scattering the [R·N, d] products
-    ``grad[r, n]·row_repr[r]`` with ``index_put_(accumulate=True)``; slower for short lists (it does
-    O(table rows) work), so only used when the entries outnumber the table rows twice."""
-    n_cols = cols.shape[1]
-    # 32-bit keys and CSR indices whenever they fit: the sort, the division and the product's index reads are
-    # memory-bound, and halving them took the 680k-entry item side of IR-RRD from ~40 to ~25 ms (session 15)
-    idx = torch.int32 if max(cols.numel(), n_table) < 2**31 else torch.long
-    flat_cols, order = cols.reshape(-1).to(idx).sort()
-    crow = torch.zeros(n_table + 1, dtype=idx, device=cols.device)
-    torch.cumsum(torch.bincount(flat_cols, minlength=n_table), 0, out=crow[1:])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-        g_t = torch.sparse_csr_tensor(crow, torch.div(order.to(idx), n_cols, rounding_mode="floor"),
-                                      grad.reshape(-1)[order], size=(n_table, cols.shape[0]), check_invariants=False)
-        return torch.sparse.mm(g_t, row_repr.contiguous())
+        return grad_rows, grad_table, None, None
 
 
 # From this share of the table on, one dense product + gather beats per-entry work (at 12 % they tie).
@@ -117,6 +146,16 @@ def table_side_scores(tables: tuple[Tensor, Tensor], rows: Tensor, cols: Tensor,
     if cols.shape[1] >= DENSE_FRACTION * table.shape[0]:  # also lists longer than the table, which CSR refuses
         return (row_repr @ table.T).gather(1, cols)
     return _TableDot.apply(row_repr, table, cols)
+
+
+def planned_side_scores(tables: tuple[Tensor, Tensor], plan: ListPlan, side: str) -> Tensor:
+    """Scores [R, N] of *every* row of the side's table against ``plan.cols`` (R = that table's rows)."""
+    users, items = tables
+    row_repr, table = (users, items) if side == "user" else (items, users)
+    if plan.cols.shape[0] != row_repr.shape[0] or plan.n_table != table.shape[0]:
+        raise ValueError(f"plan of {tuple(plan.cols.shape)} lists into {plan.n_table} rows does not fit the "
+                         f"{side} side's tables ({row_repr.shape[0]} rows, {table.shape[0]} columns)")
+    return _TableDot.apply(row_repr, table, plan.cols, plan)
 
 
 @torch.no_grad()
