@@ -49,7 +49,7 @@ def side_scores(model: Recommender, rows: Tensor, cols: Tensor, side: str) -> Te
 def _pattern(cols: Tensor, values: Tensor, n_table: int) -> Tensor:
     """CSR [R, n_table] with row r holding columns cols[r] (duplicates allowed) and the given values."""
     r, n = cols.shape
-    crow = torch.arange(0, r * n + 1, n, device=cols.device)
+    crow = torch.arange(0, r * n + 1, n, dtype=cols.dtype, device=cols.device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "sparse CSR support is in beta": the ops used here are stable
         return torch.sparse_csr_tensor(crow, cols.reshape(-1), values.reshape(-1), size=(r, n_table),
@@ -63,14 +63,12 @@ class ListPlan:
 
     def __init__(self, cols: Tensor, n_table: int) -> None:
         self.cols, self.n_table = cols, n_table
-        r, n = cols.shape
+        n = cols.shape[1]
         # 32-bit keys and CSR indices whenever they fit: the sort, the division and the product's index reads
         # are memory-bound, and halving them took IR-RRD's 680k-entry item side from ~40 to ~25 ms (session 15)
         idx = torch.int32 if max(cols.numel(), n_table) < 2**31 else torch.long
-        flat = cols.reshape(-1).to(idx)
-        self.crow = torch.arange(0, r * n + 1, n, dtype=idx, device=cols.device)
-        self.flat = flat
-        sorted_cols, order = flat.sort()
+        self.flat = cols.reshape(-1).to(idx)
+        sorted_cols, order = self.flat.sort()
         self.t_crow = torch.zeros(n_table + 1, dtype=idx, device=cols.device)
         torch.cumsum(torch.bincount(sorted_cols, minlength=n_table), 0, out=self.t_crow[1:])
         self.t_rows = torch.div(order.to(idx), n, rounding_mode="floor")
@@ -78,10 +76,7 @@ class ListPlan:
 
     def pattern(self, dtype: torch.dtype) -> Tensor:
         zeros = torch.zeros(self.flat.numel(), dtype=dtype, device=self.flat.device)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "sparse CSR support is in beta": the ops used here are stable
-            return torch.sparse_csr_tensor(self.crow, self.flat, zeros, size=(self.cols.shape[0], self.n_table),
-                                           check_invariants=False)
+        return _pattern(self.flat.view(self.cols.shape), zeros, self.n_table)
 
     def transposed_product(self, grad: Tensor, row_repr: Tensor) -> Tensor:
         """Gᵀ·row_repr [n_table, d], G [R, n_table] holding grad[r, n] at (r, cols[r, n]) (repeats add up)."""
