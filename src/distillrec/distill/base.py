@@ -39,7 +39,7 @@ from distillrec.data.dataset import Dataset
 from distillrec.distill.knowledge import KnowledgeSpec, TeacherKnowledge, load_or_compute_knowledge
 from distillrec.distill.losses import ranked_list_loss
 from distillrec.distill.sampling import ranks_in_rows
-from distillrec.distill.scoring import ListPlan, ListScorer, planned_side_scores, side_scores, table_side_scores
+from distillrec.distill.scoring import ListPlan, ListScorer, planned_side_scores, side_scores
 from distillrec.models.base import Recommender
 from distillrec.registry import Registry
 from distillrec.utils import DistillrecError
@@ -172,14 +172,11 @@ class Distiller(nn.Module):
     def score_tables(self) -> tuple[Tensor, Tensor] | None:
         """(user, item) representation tables whose dot products are the student's list scores, or None where
         the student scores otherwise (``score`` per pair)."""
-        return self.student.repr_tables() if self.list_scorer.kind == "table" else None
+        return self.list_scorer.tables()
 
     def list_scores(self, rows: Tensor, cols: Tensor, side: str) -> Tensor:
         """Student scores [R, N] of each row against its list."""
-        tables = self.score_tables()
-        if tables is None:
-            return side_scores(self.student, rows, cols, side)
-        return table_side_scores(tables, rows, cols, side)
+        return self.list_scorer(rows, cols, side, self.score_tables())
 
     def ranked_loss(self, rows: Tensor, lists: Tensor, k: int, side: str) -> Tensor:
         """Relaxed Plackett-Luce loss (mean over rows): ``lists`` [R, K + L] holds each row's ordered list

@@ -365,10 +365,11 @@ class HetComp(Distiller):
         excluded = self.train_mask(users)
         excluded.scatter_(1, top, True)
         k, k_obs = top.shape[1], self.observed.shape[1]
-        if self.list_scorer.kind == "table":  # shared draws: one [B, d] × [d, M] product
+        tables = self.score_tables()
+        if tables is not None:  # shared draws: one [B, d] × [d, M] product
             s_top, s_obs = self.list_scores(users, torch.cat([top, self.observed[users]], dim=1), "user").split(
                 [k, k_obs], dim=1)
-            user_table, item_table = self.student.repr_tables()
+            user_table, item_table = tables
             s_draws = user_table[users] @ item_table[draws].T
         else:
             cols = torch.cat([top, self.observed[users], draws.expand(len(users), -1)], dim=1)

@@ -185,7 +185,13 @@ class ListScorer:
         self.model = model
         self.kind = "table" if has_repr_tables(model) else "generic"
 
-    def __call__(self, rows: Tensor, cols: Tensor, side: str) -> Tensor:
-        if self.kind == "table":
-            return table_side_scores(self.model.repr_tables(), rows, cols, side)
+    def tables(self) -> tuple[Tensor, Tensor] | None:
+        """The model's representation tables when its scores are their dot products, else None."""
+        return self.model.repr_tables() if self.kind == "table" else None
+
+    def __call__(self, rows: Tensor, cols: Tensor, side: str, tables: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Scores [R, N]; ``tables`` overrides the model's own (e.g. a LightGCN's layer-0 embeddings)."""
+        tables = tables if tables is not None else self.tables()
+        if tables is not None:
+            return table_side_scores(tables, rows, cols, side)
         return side_scores(self.model, rows, cols, side)
