@@ -12,7 +12,7 @@ thread, leaves out the time the process waited for a core on a shared machine). 
 per-epoch hook (``on_epoch_start``: refreshing samples) and exclude evaluation. The teacher knowledge (a one-off
 step, wall-clock time) runs on every core unless ``--knowledge-threads`` says otherwise.
 
-    DISTILLREC_DATA_DIR=../shared/data .venv/bin/python benchmarks/kd_speed.py [--epochs N] [--json]
+    DISTILLREC_DATA_DIR=../shared/data .venv/bin/python benchmarks/kd_speed.py [--epochs N] [--device auto] [--json]
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from distillrec.distill import get_method
 from distillrec.distill.knowledge import compute_knowledge
 from distillrec.models.bpr import BPR
 from distillrec.train.trainer import Trainer
+from distillrec.utils import resolve_device
 
 # name → (method, config overrides); the "-top" rows are the authors' later no-sampling variants; the DE
 # rows with a suffix use the opt-in speed-ups (bf16 expert matmuls, a 256-entity subset per DE part),
@@ -79,7 +80,7 @@ def cpu_model() -> str:
 
 def train_config(args: argparse.Namespace, epochs: int) -> TrainConfig:
     return TrainConfig(epochs=epochs, batch_size=args.batch_size, learning_rate=1e-3, weight_decay=1e-3,
-                       device="cpu", seed=args.seed)
+                       device=str(args.device), seed=args.seed)
 
 
 def teacher_model(ds, args: argparse.Namespace) -> BPR:
@@ -89,19 +90,19 @@ def teacher_model(ds, args: argparse.Namespace) -> BPR:
     teacher = BPR(ds.n_users, ds.n_items, BPR.Config(embedding_dim=args.teacher_dim))
     if path.exists():
         teacher.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return teacher.eval()
+        return teacher.to(args.device).eval()
     cfg = train_config(args, args.teacher_epochs).model_copy(update={"learning_rate": 1e-2})
     trainer = Trainer(teacher, ds, cfg, progress=False)
     for epoch in range(1, args.teacher_epochs + 1):
         trainer._train_epoch(epoch)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(teacher.state_dict(), path)
-    return teacher.eval()
+    return teacher.to(args.device).eval()
 
 
 def student(ds, args: argparse.Namespace) -> BPR:
     torch.manual_seed(args.seed + 1)
-    return BPR(ds.n_users, ds.n_items, BPR.Config(embedding_dim=args.student_dim))
+    return BPR(ds.n_users, ds.n_items, BPR.Config(embedding_dim=args.student_dim)).to(args.device)
 
 
 def main() -> None:
@@ -118,8 +119,10 @@ def main() -> None:
                     help="threads of the one-off teacher-knowledge step (default: every core)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default="/tmp/distillrec-kd-speed", help="where the trained teacher is cached")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda when present)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = ap.parse_args()
+    args.device = resolve_device(args.device)
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in VARIANTS]
     if unknown:
@@ -147,10 +150,16 @@ def main() -> None:
         prep[name] = {"knowledge_s": t1 - t0, "setup_s": t2 - t1}
         runs[name] = Trainer(net, ds, train_config(args, args.epochs), distiller=distiller, progress=False)
 
+    def sync() -> None:  # CUDA runs asynchronously: time what the device did, not what was queued
+        if args.device.type == "cuda":
+            torch.cuda.synchronize(args.device)
+
     def epoch_time(name: str, epoch: int) -> tuple[float, float]:
         """(wall, CPU) seconds of one training epoch."""
+        sync()
         t, c = time.perf_counter(), time.process_time()
         runs[name]._train_epoch(epoch)
+        sync()
         return time.perf_counter() - t, time.process_time() - c
 
     epoch_time("plain", 1)  # warm-up: allocator, thread pool, first-touch of the embedding tables
@@ -186,6 +195,7 @@ def main() -> None:
         })
     out = {
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "device": torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else "cpu",
                     "knowledge_threads": args.knowledge_threads or os.cpu_count(),
                     "torch": torch.__version__, "load_avg_start": round(load_start, 2),
                     "load_avg_end": round(os.getloadavg()[0], 2)},
@@ -199,7 +209,8 @@ def main() -> None:
         print(json.dumps(out, indent=2))
         return
     m = out["machine"]
-    print(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} thread(s) "
+    print(f"machine: {m['cpu']}, {m['cores']} cores, device {m['device']}, torch {m['torch']} with "
+          f"{m['torch_threads']} thread(s) "
           f"({m['knowledge_threads']} for the teacher knowledge); load average {m['load_avg_start']} → "
           f"{m['load_avg_end']}")
     s = out["setting"]
