@@ -223,6 +223,23 @@ def test_dcd_by_hand_and_refresh_schedule():
     assert calls == [4, 7]  # every 3 epochs from the first (1, 4, 7 = the code's 0, 3, 6)
 
 
+def test_dcd_floored_lists_never_share_an_entry(setting):
+    """Where few weights are positive the floor fills the draws; the bag must still avoid the ordered list (the
+    code's w⁺ and w⁻ supports are disjoint)."""
+    ds, teacher, _ = setting
+    student = BPR(ds.n_users, ds.n_items, BPR.Config(embedding_dim=4, init_std=0.1))
+    d = get_method("dcd").from_teacher(student, teacher, ds, {"n_topk": 20, "n_samples": 8, "n_item_topk": 20,
+                                                              "n_item_samples": 8}, seed=0)
+    d.on_epoch_start(1)
+    for side, field, p, *_ in d.sides:
+        ranks = getattr(d, f"teacher_{field}")
+        # the student agrees with the teacher on every list: every gap is 0, every weight at the floor
+        d.weights[side] = tuple(torch.full(ranks.shape, 1e-5) for _ in range(2))
+        draws = d.draw(side, field, torch.arange(ranks.shape[0]), p)
+        ordered, bag = draws[:, :p], draws[:, p:]
+        assert not (ordered.unsqueeze(2) == bag.unsqueeze(1)).any()
+
+
 def test_de_by_hand():
     # One expert (selection is then exactly 1), d_s = d_t = 1 → hidden 1; set ĥ = 2·relu(h_s).
     #   user 0: (1 − 2·1)² = 1; pos item 1: (1 − 2·3)² = 25; neg item 2: (2 − 2·2)² = 4 → 1 + ½(25 + 4) = 15.5

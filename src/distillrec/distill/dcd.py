@@ -7,7 +7,8 @@ the relaxed Plackett-Luce loss (UCD). The item side does the same with the teach
 batch positive (ICD). Weights are recomputed from the current student every ``refresh_every`` epochs (3 in
 the code), vectorised over [rows, N] (the code loops over users and items and holds dense U×I matrices).
 Weights are floored (1e-5) so a row with fewer than P positive weights still yields P draws (the code
-crashes there).
+crashes there); the bag is drawn among the entries the ordered list left, so the floor never puts an entry in
+both lists (the code's disjoint supports never can).
 
 Deviation (default ``resample="epoch"``): the code draws fresh lists for the batch's rows in every
 mini-batch; here every row is drawn once per epoch, from the same weights, and reused by each batch it
@@ -163,6 +164,10 @@ class DCD(Distiller):
             bag_pos = weighted_topk(w_minus[:, p:], p, g) + p
         else:
             ordered_pos = weighted_topk(w_plus, p, g).sort(dim=1).values
+            if lists.shape[1] >= 2 * p:
+                # w⁺ and w⁻ have disjoint supports, so the code's two lists never share an entry; the floor
+                # (weights that are 0 there) could draw an entry into both: the bag skips the ordered ones
+                w_minus.scatter_(1, ordered_pos, 0.0)
             bag_pos = weighted_topk(w_minus, p, g)
         return lists.gather(1, torch.cat([ordered_pos, bag_pos], dim=1))
 
