@@ -172,6 +172,10 @@ def test_list_plan_is_rebuilt_for_new_lists(setting):
     d.on_epoch_start(2)
     d.ranked_loss_of(everything, d.item_lists.combined, d.item_lists.k, "item")
     assert d._plans["item"] is not first and d._plans["item"].cols is d.item_lists.combined
+    second = d._plans["item"]
+    d.item_lists.combined[0, 0] = (d.item_lists.combined[0, 0] + 1) % ds.n_users  # edited in place
+    d.ranked_loss_of(everything, d.item_lists.combined, d.item_lists.k, "item")
+    assert d._plans["item"] is not second
 
 
 # -- one user, four items: every term by hand ------------------------------------------------------------------

@@ -196,7 +196,8 @@ class Distiller(nn.Module):
         if tables is None or rows.numel() < self.PLAN_FRACTION * lists.shape[0]:
             return self.ranked_loss(rows, lists[rows], k, side)
         plan = self._plans.get(side)
-        if plan is None or plan.cols is not lists:  # new lists (each epoch's refresh makes a new tensor)
+        # new lists (each epoch's refresh makes a new tensor), or the same tensor changed in place
+        if plan is None or plan.cols is not lists or plan.version != lists._version:
             n_table = tables[1 if side == "user" else 0].shape[0]
             plan = self._plans[side] = ListPlan(lists, n_table)
         per_row = ranked_list_loss(planned_side_scores(tables, plan, side), k, reduction="none")

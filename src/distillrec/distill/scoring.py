@@ -62,7 +62,7 @@ class ListPlan:
     Only the gradient's values change from one use to the next."""
 
     def __init__(self, cols: Tensor, n_table: int) -> None:
-        self.cols, self.n_table = cols, n_table
+        self.cols, self.n_table, self.version = cols, n_table, cols._version
         n = cols.shape[1]
         # 32-bit keys and CSR indices whenever they fit: the sort, the division and the product's index reads
         # are memory-bound, and halving them took IR-RRD's 680k-entry item side from ~40 to ~25 ms (session 15)
