@@ -145,6 +145,8 @@ def table_side_scores(tables: tuple[Tensor, Tensor], rows: Tensor, cols: Tensor,
 
 def planned_side_scores(tables: tuple[Tensor, Tensor], plan: ListPlan, side: str) -> Tensor:
     """Scores [R, N] of *every* row of the side's table against ``plan.cols`` (R = that table's rows)."""
+    if side not in ("user", "item"):
+        raise ValueError(f"side must be 'user' or 'item', got {side!r}")
     users, items = tables
     row_repr, table = (users, items) if side == "user" else (items, users)
     if plan.cols.shape[0] != row_repr.shape[0] or plan.n_table != table.shape[0]:
