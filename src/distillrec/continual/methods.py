@@ -114,9 +114,10 @@ def _top_sets(ctx: Context, k: int, models: dict[str, Recommender]) -> dict[str,
 # -- one model's continual update -----------------------------------------------------------------------------
 def _update(ctx: Context, previous: Recommender, k: int, name: str, *, init: str, lwc: bool,
             replay_sources: list[tuple[Recommender, float]], settings: ReplaySettings, train_cfg,
-            reference: Recommender | None = None, hard: sp.spmatrix | None = None) -> tuple[Recommender, dict]:
+            reference: Recommender | None = None,
+            negatives: NegativeSampler | None = None) -> tuple[Recommender, dict]:
     """Grow ``previous`` to block k, then train it on D_k with LWC-KD (``lwc``) and replay of the sources; BPR
-    negatives avoid ``hard`` (a users × items pattern) when given."""
+    negatives come from ``negatives`` (``_negative_sampler``) when given."""
     view = ctx.stream.view(k)
     seed = ctx.stage_seed(k, name)
     model = grow_for_block(ctx, previous, k, name, init)
@@ -141,7 +142,6 @@ def _update(ctx: Context, previous: Recommender, k: int, name: str, *, init: str
                 key = ("knn", k - 1, lcfg.n_neighbors)
                 graphs = ctx.cache[key] = ctx.cache.get(key) or old_graphs(old_train, lcfg.n_neighbors)
             lwckd = LWCKD(old_u, old_i, old_train, lcfg, seed=seed, graphs=graphs)
-        negatives = NegativeSampler(view.train, hard) if hard is not None else None
         objective = UpdateObjective(model, lwckd=lwckd, replay=buffer, lambda_replay=settings.lambda_replay,
                                     anneal_epochs=settings.anneal_epochs, resample_every=settings.resample_every,
                                     negatives=negatives, seed=seed)
@@ -151,15 +151,21 @@ def _update(ctx: Context, previous: Recommender, k: int, name: str, *, init: str
     return model, info
 
 
+def _negative_sampler(ctx: Context, k: int, hard: sp.spmatrix | None) -> NegativeSampler | None:
+    """Negatives for block k's training pairs outside ``hard`` (a users × items pattern), or None."""
+    return NegativeSampler(ctx.stream.view(k).train, hard) if hard is not None else None
+
+
 def _update_teachers(ctx: Context, state: StreamState, k: int, init: str, lwc: bool,
                      sources: list[tuple[Recommender, float]],
                      hard: sp.spmatrix | None = None) -> tuple[list[Recommender], dict]:
     tu = ctx.cfg.teacher_update
+    negatives = _negative_sampler(ctx, k, hard)  # one sampler for every teacher of the block: same pairs, same set
     teachers, info = [], {}
     for i, previous in enumerate(state.teachers):
         name = f"teacher{i}-{ctx.cfg.teachers[i]['name']}"
         model, info[name] = _update(ctx, previous, k, name, init=init, lwc=lwc, replay_sources=sources,
-                                    settings=tu.replay, train_cfg=tu.train, hard=hard)
+                                    settings=tu.replay, train_cfg=tu.train, negatives=negatives)
         teachers.append(model)
     return teachers, info
 
@@ -185,7 +191,8 @@ def _ccd(ctx: Context, state: StreamState, k: int) -> tuple[StreamState, dict]:
     hard = union([tops[x] for x in ("system", "distilled", "S", "P")], nu, ni) if tops else None
     student, info["student"] = _update(ctx, state.distilled, k, "student", init=_init_mode(ctx, "ccd"), lwc=False,
                                        replay_sources=sources, settings=su.replay, train_cfg=su.train,
-                                       reference=frozen_copy(state.distilled), hard=hard)
+                                       reference=frozen_copy(state.distilled),
+                                       negatives=_negative_sampler(ctx, k, hard))
     if tops:
         tops |= _top_sets(ctx, k, {"M": student})
     # Stage 3: every teacher, with LWC-KD + PIW and the student side's knowledge
