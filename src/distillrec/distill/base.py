@@ -39,7 +39,7 @@ from distillrec.data.dataset import Dataset
 from distillrec.distill.knowledge import KnowledgeSpec, TeacherKnowledge, load_or_compute_knowledge
 from distillrec.distill.losses import ranked_list_loss
 from distillrec.distill.sampling import ranks_in_rows
-from distillrec.distill.scoring import ListPlan, ListScorer, planned_side_scores, side_scores
+from distillrec.distill.scoring import ListPlan, ListScorer, planned_side_scores, side_scores, side_tables
 from distillrec.models.base import Recommender
 from distillrec.registry import Registry
 from distillrec.utils import DistillrecError
@@ -198,8 +198,7 @@ class Distiller(nn.Module):
         plan = self._plans.get(side)
         # new lists (each epoch's refresh makes a new tensor), or the same tensor changed in place
         if plan is None or plan.cols is not lists or plan.version != lists._version:
-            n_table = tables[1 if side == "user" else 0].shape[0]
-            plan = self._plans[side] = ListPlan(lists, n_table)
+            plan = self._plans[side] = ListPlan(lists, side_tables(tables, side)[1].shape[0])
         # the loss kernel on the batch's rows alone: 1.3–1.6× faster than on every row, same gradients
         return ranked_list_loss(planned_side_scores(tables, plan, side).index_select(0, rows), k)
 

@@ -129,15 +129,19 @@ class _TableDot(torch.autograd.Function):
 DENSE_FRACTION = 0.2
 
 
+def side_tables(tables: tuple[Tensor, Tensor], side: str) -> tuple[Tensor, Tensor]:
+    """(the rows' table, the lists' table) of a side: users against items, or items against users."""
+    if side == "user":
+        return tables
+    if side == "item":
+        return tables[1], tables[0]
+    raise ValueError(f"side must be 'user' or 'item', got {side!r}")
+
+
 def table_side_scores(tables: tuple[Tensor, Tensor], rows: Tensor, cols: Tensor, side: str) -> Tensor:
     """``side_scores`` from ``tables`` = (user reprs, item reprs) whose dot products are the scores."""
-    users, items = tables
-    if side == "user":
-        row_repr, table = users[rows], items
-    elif side == "item":
-        row_repr, table = items[rows], users
-    else:
-        raise ValueError(f"side must be 'user' or 'item', got {side!r}")
+    row_table, table = side_tables(tables, side)
+    row_repr = row_table[rows]
     if cols.shape[1] >= DENSE_FRACTION * table.shape[0]:  # also lists longer than the table, which CSR refuses
         return (row_repr @ table.T).gather(1, cols)
     return _TableDot.apply(row_repr, table, cols)
@@ -145,10 +149,7 @@ def table_side_scores(tables: tuple[Tensor, Tensor], rows: Tensor, cols: Tensor,
 
 def planned_side_scores(tables: tuple[Tensor, Tensor], plan: ListPlan, side: str) -> Tensor:
     """Scores [R, N] of *every* row of the side's table against ``plan.cols`` (R = that table's rows)."""
-    if side not in ("user", "item"):
-        raise ValueError(f"side must be 'user' or 'item', got {side!r}")
-    users, items = tables
-    row_repr, table = (users, items) if side == "user" else (items, users)
+    row_repr, table = side_tables(tables, side)
     if plan.cols.shape[0] != row_repr.shape[0] or plan.n_table != table.shape[0]:
         raise ValueError(f"plan of {tuple(plan.cols.shape)} lists into {plan.n_table} rows does not fit the "
                          f"{side} side's tables ({row_repr.shape[0]} rows, {table.shape[0]} columns)")
