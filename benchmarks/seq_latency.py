@@ -2,13 +2,14 @@
 newest-position shortcuts of ``SequentialRecommender.user_repr``, and student ÷ teacher, in one process.
 
 Each model scores every item for the first ``--users`` test users in batches of ``--batch`` and takes the
-top-20 (``report.latency``'s work), best of the rounds. Two forms per model, alternated round by round so
-background load hits both alike: ``full pass`` runs the encoder on every column of the batch's histories and
-scores the newest position (the code before session 13); ``shortcut`` is ``full_scores`` now — SASRec attends
-from the newest query alone in its last block, NextItNet and the AdaRec student drop the columns outside their
-receptive field. Both give the same scores (checked here). Latency does not depend on the weights, so untrained models
-of the benchmarked architectures (the Beauty teacher presets and the searched student cells of BENCHMARKS.md)
-stand in for the trained runs.
+top-20 (``report.latency``'s work), best of the rounds. Three forms per model, alternated round by round so
+background load hits all alike: ``full pass`` runs the encoder on every column of the batch's histories and scores
+the newest position (the code before session 13); ``context`` runs every layer on the columns inside the receptive
+field (session 13); ``shortcut`` is ``full_scores`` now — SASRec attends from the newest query alone in its last
+block, NextItNet and the AdaRec student run each layer on only the columns the newest output still needs (fewer at
+every layer, session 17). All give the same scores (checked here). Latency does not depend on the weights, so
+untrained models of the benchmarked architectures (the Beauty teacher presets and the searched student cells of
+BENCHMARKS.md) stand in for the trained runs.
 
     DISTILLREC_DATA_DIR=../shared/data OMP_NUM_THREADS=1 .venv/bin/python benchmarks/seq_latency.py --dataset beauty
 """
@@ -49,6 +50,15 @@ def full_pass(model: SequentialRecommender, users: torch.Tensor) -> torch.Tensor
     return h @ model.item_embedding.weight[: model.n_items].T
 
 
+def context_pass(model: SequentialRecommender, users: torch.Tensor) -> torch.Tensor:
+    """The session-13 shortcut alone: every layer on the receptive field's columns (no per-layer trimming)."""
+    seq = model.eval_seq[users]
+    width = max(1, int((seq != model.pad_id).sum(1).max()))
+    width = min(width, model.context_length() or width)
+    h = model.output(model.encode(seq[:, -width:])[-1][:, -1])
+    return h @ model.item_embedding.weight[: model.n_items].T
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="beauty", choices=sorted(MODELS))
@@ -70,12 +80,13 @@ def main() -> None:
         m = cls(ds.n_users, ds.n_items, cls.Config(**hp)).eval()
         m.prepare_eval(ds, "test")
         models[label] = m
-    forms = {"full pass": full_pass, "shortcut": lambda m, u: m.full_scores(u)}
+    forms = {"full pass": full_pass, "context": context_pass, "shortcut": lambda m, u: m.full_scores(u)}
     times = {(label, f): [] for label in models for f in forms}
     with torch.no_grad():
         for label, m in models.items():  # warm-up and the equality check
-            a, b = full_pass(m, batches[0]), m.full_scores(batches[0])
-            assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), f"{label}: the shortcut changed the scores"
+            a = full_pass(m, batches[0])
+            for f, fn in forms.items():
+                assert torch.allclose(a, fn(m, batches[0]), atol=1e-4, rtol=1e-4), f"{label}: {f} changed the scores"
         for _ in range(args.rounds):
             for label, m in models.items():
                 for f, fn in forms.items():
@@ -86,19 +97,19 @@ def main() -> None:
     med = {k: min(v) for k, v in times.items()}  # best of the rounds, as report.latency (robust to load spikes)
     print(f"{ds.name}: {ds.n_items:,} items, {len(users)} test users in batches of {args.batch}, top-20; "
           f"best of {args.rounds} alternated rounds, {torch.get_num_threads()} thread(s), torch {torch.__version__}")
-    print("| model | non-embedding parameters | full pass ms / user | shortcut ms / user | speed-up |")
-    print("|---|---|---|---|---|")
+    print("| model | non-embedding parameters | full pass ms / user | context ms / user | shortcut ms / user | "
+          "speed-up |")
+    print("|---|---|---|---|---|---|")
     for label, m in models.items():
         emb = {id(m.item_embedding.weight)} | ({id(m.position_embedding.weight)}
                                                if hasattr(m, "position_embedding") else set())
         n = sum(p.numel() for p in m.parameters() if id(p) not in emb)
-        full, short = med[(label, "full pass")], med[(label, "shortcut")]
-        print(f"| {label} | {n:,} | {full:.3f} | {short:.3f} | {full / short:.2f}× |")
+        full, ctx, short = med[(label, "full pass")], med[(label, "context")], med[(label, "shortcut")]
+        print(f"| {label} | {n:,} | {full:.3f} | {ctx:.3f} | {short:.3f} | {full / short:.2f}× |")
     students = [k for k in models if k.startswith("student")]
     for s in students:
         for t in (k for k in models if k.startswith("teacher")):
-            print(f"{t} ÷ {s}: full pass {med[(t, 'full pass')] / med[(s, 'full pass')]:.2f}×, "
-                  f"shortcut {med[(t, 'shortcut')] / med[(s, 'shortcut')]:.2f}×")
+            print(f"{t} ÷ {s}: " + ", ".join(f"{f} {med[(t, f)] / med[(s, f)]:.2f}×" for f in forms))
 
 
 if __name__ == "__main__":

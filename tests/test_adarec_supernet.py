@@ -180,6 +180,12 @@ def test_scoring_reads_only_the_receptive_field(genotype, per_cell):
         full = student.seq_output(seq)[:, -1]
         assert torch.allclose(student.seq_output(seq[:, -context:])[:, -1], full, atol=1e-5)
         assert not torch.allclose(student.seq_output(seq[:, -(context - 1):])[:, -1], full, atol=1e-5)
+        # scoring's pass, each cell on fewer columns than the one before it, padded rows included
+        seq[1, :25] = N_ITEMS
+        seq[2, :-3] = N_ITEMS
+        full = student.seq_output(seq)[:, -1]
+        assert torch.allclose(student.output(student.last_hidden(seq)), full, atol=1e-5)
+        assert torch.allclose(student.output(student.last_hidden(seq[:, -context:])), full, atol=1e-5)
     faithful = StudentConfig(embedding_dim=6, genotype=["std_cnn_3"] * 6, faithful=True)
     with pytest.warns(UserWarning, match="faithful"):
         assert AdaRecStudent(4, N_ITEMS, faithful).context_length() is None  # non-causal ops: no trimming

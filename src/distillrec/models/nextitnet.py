@@ -99,6 +99,13 @@ class NextItNet(SequentialRecommender):
     def context_length(self) -> int:
         return self.receptive_field
 
+    def last_hidden(self, input_seq: Tensor) -> Tensor:
+        # each block adds (k − 1)·3d columns of reach, so the last blocks need far fewer columns than the first
+        real = (input_seq != self.pad_id).unsqueeze(-1).to(self.item_embedding.weight.dtype)
+        x = self.dropout(self.item_embedding(input_seq)) * real
+        reach = [(self.config.kernel_size - 1) * 3 * block.conv1.conv.dilation[0] for block in self.blocks]
+        return self.newest_through(x, real, list(zip(self.blocks, reach, strict=True)))
+
     def encode(self, input_seq: Tensor) -> list[Tensor]:
         real = (input_seq != self.pad_id).unsqueeze(-1).to(self.item_embedding.weight.dtype)
         x = self.dropout(self.item_embedding(input_seq)) * real

@@ -14,6 +14,7 @@ This module also holds :class:`SequentialRecommender`, the part shared with Next
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import torch
@@ -106,6 +107,21 @@ class SequentialRecommender(Recommender):
     def last_hidden(self, input_seq: Tensor) -> Tensor:
         """The last layer's output at the newest position [B, d] (what scoring needs)."""
         return self.encode(input_seq)[-1][:, -1]
+
+    @staticmethod
+    def newest_through(x: Tensor, real: Tensor, layers: list[tuple[Callable[[Tensor, Tensor], Tensor], int]]) -> Tensor:
+        """The newest position's output [B, d] of ``layers`` — (layer(x, real), reach) pairs of causal layers whose
+        output at t reads inputs t − reach … t — run on x [B, L, d] (real [B, L, 1]: 0 at padding), each layer on
+        only the columns the newest output still needs: the last layer reads 1 + its reach, the one before that
+        its own reach more, and so on. Exact: a column dropped at a layer's left edge changes only outputs that
+        no later layer reads."""
+        need = [1]
+        for _, reach in reversed(layers):
+            need.append(need[-1] + reach)
+        for (layer, _), width in zip(layers, reversed(need[1:]), strict=True):
+            x, real = x[:, -width:], real[:, -width:]
+            x = layer(x, real)
+        return x[:, -1]
 
     def item_repr(self, items: Tensor) -> Tensor:
         return self.item_embedding(items)

@@ -17,6 +17,7 @@ hard-coded table) live in :mod:`distillrec.models.seq_ops`.
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from typing import ClassVar, Literal
 
 import torch
@@ -192,15 +193,19 @@ class _CellNet(SequentialRecommender):
         """[embedding output, cell 1, ..., cell n], each [B, L, d]; ``arch`` overrides the architecture."""
         if arch is None:
             arch = self.arch_weights()
-        n = input_seq.shape[1]
-        real = (input_seq != self.pad_id).unsqueeze(-1).to(self.item_embedding.weight.dtype)
-        positions = torch.arange(n - 1, -1, -1, device=input_seq.device)  # last column = position 0
-        x = self.dropout(self.item_embedding(input_seq) + self.position_embedding(positions)) * real
+        x, real = self._embed(input_seq)
         states = [x]
         for cell in self.cells:
             x = cell(x, real, arch)
             states.append(x)
         return states
+
+    def _embed(self, input_seq: Tensor) -> tuple[Tensor, Tensor]:
+        """(item + position embeddings [B, L, d] zeroed at padding, real [B, L, 1]: 0 at padding)."""
+        n = input_seq.shape[1]
+        real = (input_seq != self.pad_id).unsqueeze(-1).to(self.item_embedding.weight.dtype)
+        positions = torch.arange(n - 1, -1, -1, device=input_seq.device)  # last column = position 0
+        return self.dropout(self.item_embedding(input_seq) + self.position_embedding(positions)) * real, real
 
     def output(self, hidden: Tensor) -> Tensor:
         return self.final_layer(self.dropout(hidden))
@@ -278,10 +283,9 @@ class AdaRecStudent(_CellNet):
             raise DistillrecError("adarec: a genotype (one op name per edge) is required")
         super().__init__(n_users, n_items, config, [[name] for name in config.genotype])
 
-    def context_length(self) -> int | None:
-        """1 + the summed window widths along the longest path through every cell: all its ops are causal, so
-        the newest output never reads an older position (a Beauty batch's 50 columns shrink to 25 for the
-        searched cell conv_3 → max_pool_3 → avg_pool_3). Non-causal (faithful) ops: no trimming."""
+    def cell_reach(self) -> int | None:
+        """How many older positions a cell's output at t reads: the summed window widths along the cell's longest
+        path (a Beauty cell conv_3 → max_pool_3 → avg_pool_3: 6). None with a non-causal (faithful) op."""
         specs = [OPS[name] for name in self.config.genotype]
         if not all(s.causal for s in specs):
             return None
@@ -289,7 +293,21 @@ class AdaRecStudent(_CellNet):
         for (src, dst), s in zip(edge_list(self.config.n_nodes), specs, strict=True):
             if s.kind != "zero":  # a none edge carries nothing from its source, so none of its reach
                 reach[dst] = max(reach[dst], reach[src] + s.window)
-        return 1 + self.config.n_cells * max(reach)
+        return max(reach)
+
+    def context_length(self) -> int | None:
+        """The newest output never reads an older position than 1 + n_cells × the cell's reach (a Beauty batch's
+        50 columns shrink to 25). Non-causal (faithful) ops: no trimming."""
+        reach = self.cell_reach()
+        return None if reach is None else 1 + self.config.n_cells * reach
+
+    def last_hidden(self, input_seq: Tensor) -> Tensor:
+        # each cell reads only what the newest output still needs: 25, 19, 13 and 7 columns for the Beauty cell
+        reach = self.cell_reach()
+        if reach is None:
+            return super().last_hidden(input_seq)
+        x, real = self._embed(input_seq)
+        return self.newest_through(x, real, [(partial(cell, arch=None), reach) for cell in self.cells])
 
     def warm_start(self, supernet: SuperNet) -> int:
         """Copy every weight whose name and shape match from a trained super-net; returns how many tensors."""
