@@ -1,6 +1,8 @@
 """AdaRec search space: causality of every op and of the super-net, faithful leaks, measured costs, Gumbel-ST,
 derivation and warm start."""
 
+import warnings
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -115,6 +117,38 @@ def test_faithful_supernet_warns_and_leaks_the_future():
     net.eval()  # BatchNorm with running statistics: the leak below comes from the windows, not the batch
     arch = torch.full((6, len(FAITHFUL_OPS)), 0.1)
     assert any(_seq_future_changes(net, arch))
+
+
+def test_faithful_network_is_the_authors_untied_head_and_unmasked_padding():
+    """Spec §3.2: no final Linear, an untied Linear(d, n_items + 1) with a bias scores the items, and padding is
+    never zeroed, so the newest output depends on the left padding: scoring and training keep max_len columns."""
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="faithful"):
+        student = AdaRecStudent(4, N_ITEMS, StudentConfig(embedding_dim=8, n_cells=2, max_len=12, dropout=0.0,
+                                                          genotype=["std_cnn_3"] * 6, faithful=True)).eval()
+    plain = AdaRecStudent(4, N_ITEMS, StudentConfig(embedding_dim=8, n_cells=2, max_len=12, dropout=0.0,
+                                                    genotype=["conv_3"] * 6))
+    assert student.head.weight.shape == (N_ITEMS + 1, 8) and student.head.bias.shape == (N_ITEMS + 1,)
+    assert not hasattr(student, "final_layer") and not hasattr(plain, "head")
+    # the head is an item table: parameters outside the item tables are the cells' alone in both networks
+    cells = sum(p.numel() for p in student.cells.parameters())
+    assert student.non_embedding_parameters() == cells
+    assert plain.non_embedding_parameters() == sum(p.numel() for p in plain.cells.parameters()) + 8 * 9
+    seq = torch.tensor([[N_ITEMS] * 9 + [3, 7, 1], [N_ITEMS] * 7 + [2, 5, 5, 9, 4]])
+    with torch.no_grad():
+        student.position_embedding.weight.normal_()  # trained-size positions (the N(0, 0.02) init is faint)
+        h = student.seq_output(seq)[:, -1]
+        w, b = student.head.weight[:N_ITEMS], student.head.bias[:N_ITEMS]
+        assert torch.allclose(student.item_logits(h), h @ w.T + b)
+        # padding carries position embeddings through the cells: cutting it off changes the newest output
+        assert not torch.allclose(student.seq_output(seq[:, -5:])[:, -1], h, atol=1e-5)
+        assert student.encode(seq)[0][0, :9].abs().sum() > 0  # the padding columns are not zeroed
+        student.eval_seq = seq
+        users = torch.arange(2)
+        assert torch.allclose(student.full_scores(users), student.item_logits(h), atol=1e-5)  # all 12 columns
+        assert torch.allclose(student.score(users, torch.tensor([3, 9])), student.item_logits(h)[users, [3, 9]],
+                              atol=1e-5)
+    assert plain.padding_is_inert and not student.padding_is_inert
 
 
 def test_non_causal_ops_need_faithful():
@@ -238,3 +272,21 @@ def test_derive_picks_the_argmax_and_warm_start_reproduces_the_supernet():
     seq = _seq_batch()
     assert torch.allclose(net.seq_output(seq), student.seq_output(seq), atol=1e-6)
     assert student.num_parameters() < net.num_parameters()
+
+
+def test_faithful_training_batches_keep_max_len_columns():
+    """Unmasked padding makes outputs depend on the left padding, so faithful training sees every sequence at
+    max_len columns, as scoring does; the causal networks cut each batch to its longest history."""
+    from distillrec.config import TrainConfig
+    from distillrec.train.trainer import Trainer
+    from tests.helpers import cycle_dataset
+
+    ds = cycle_dataset(n_users=16, n_items=N_ITEMS, length=6)
+    widths = {}
+    for faithful in (False, True):
+        cfg = StudentConfig(embedding_dim=8, n_cells=1, max_len=12, genotype=["conv_3"] * 6, faithful=faithful)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer = Trainer(AdaRecStudent(ds.n_users, N_ITEMS, cfg), ds, TrainConfig(batch_size=8), progress=False)
+        widths[faithful] = {b["input_seq"].shape[1] for b in trainer.batches.epoch(torch.Generator().manual_seed(0))}
+    assert widths == {False: {3}, True: {12}}

@@ -2,40 +2,14 @@
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
-from distillrec.data import Dataset
 from distillrec.data.sequences import TrainSequences, pad_left, sequence_batches, train_sequences
 from distillrec.models import get_model_class
 from distillrec.models.nextitnet import NextItNet, NextItNetConfig
 from distillrec.models.sasrec import SASRec, SASRecConfig
 from distillrec.utils import DistillrecError
-
-
-def _seq_dataset(seqs: list[list[int]], n_items: int) -> Dataset:
-    """Leave-one-out by position: last item test, second-to-last valid, the rest train."""
-    n = len(seqs)
-
-    def csr(parts: list[list[int]]) -> sp.csr_matrix:
-        rows = np.repeat(np.arange(n), [len(p) for p in parts])
-        cols = np.concatenate([np.asarray(p, dtype=np.int64) for p in parts])
-        return sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(n, n_items))
-
-    return Dataset("seqtoy", n, n_items, train=csr([s[:-2] for s in seqs]), valid=csr([s[-2:-1] for s in seqs]),
-                   test=csr([s[-1:] for s in seqs]), sequences=[np.asarray(s, dtype=np.int64) for s in seqs])
-
-
-def _cycle_dataset(n_users: int = 64, n_items: int = 24, length: int = 18, noise: float = 0.1, seed: int = 0):
-    """Each user walks item -> item + 1 (mod n_items) from a random start; with prob. ``noise`` a random jump."""
-    rng = np.random.default_rng(seed)
-    seqs = []
-    for _ in range(n_users):
-        s = [int(rng.integers(n_items))]
-        for _ in range(length - 1):
-            s.append(int(rng.integers(n_items)) if rng.random() < noise else (s[-1] + 1) % n_items)
-        seqs.append(s)
-    return _seq_dataset(seqs, n_items)
+from tests.helpers import cycle_dataset, seq_dataset
 
 
 def _models(n_items: int, max_len: int = 12) -> list:
@@ -58,7 +32,7 @@ def test_pad_left_hand_values():
 
 def test_train_sequences_hand_values_and_no_leakage():
     # items 8 and 9 are only ever valid/test items; user 2's training history has one item (no target)
-    ds = _seq_dataset([[0, 1, 2, 8, 9], [3, 4, 5, 6, 7, 0, 1, 9, 8], [5, 9, 8]], n_items=10)
+    ds = seq_dataset([[0, 1, 2, 8, 9], [3, 4, 5, 6, 7, 0, 1, 9, 8], [5, 9, 8]], n_items=10)
     ts = TrainSequences(ds, max_len=4)
     assert ts.users.tolist() == [0, 1]
     p = 10
@@ -70,7 +44,7 @@ def test_train_sequences_hand_values_and_no_leakage():
 
 
 def test_batches_shapes_negatives_and_determinism():
-    ds = _cycle_dataset(n_users=50, n_items=6, length=10)
+    ds = cycle_dataset(n_users=50, n_items=6, length=10)
     g = torch.Generator().manual_seed(3)
     batches = list(sequence_batches(ds, max_len=8, batch_size=16, generator=g, trim=False))
     assert [len(b["users"]) for b in batches] == [16, 16, 16, 2]
@@ -92,7 +66,7 @@ def test_batches_shapes_negatives_and_determinism():
 def test_trim_and_bucket():
     # lengths 3..12 items -> 1..10 training inputs; max_len 8
     seqs = [list(range(n)) for n in range(3, 13)] * 4
-    ds = _seq_dataset(seqs, n_items=12)
+    ds = seq_dataset(seqs, n_items=12)
     ts = TrainSequences(ds, 8)
     full = {int(u): (i, t) for b in ts.batches(8, torch.Generator().manual_seed(0), trim=False)
             for u, i, t in zip(b["users"], b["input_seq"], b["target_seq"])}
@@ -116,7 +90,7 @@ def test_trim_and_bucket():
 
 
 def test_negatives_are_uniform_over_non_targets():
-    ds = _cycle_dataset(n_users=4, n_items=5, length=6)
+    ds = cycle_dataset(n_users=4, n_items=5, length=6)
     ts = train_sequences(ds, 4)
     target = torch.full((20000,), 2)
     counts = torch.bincount(ts.sample_negatives(target, torch.Generator().manual_seed(0)), minlength=5)
@@ -125,7 +99,7 @@ def test_negatives_are_uniform_over_non_targets():
 
 
 def test_bad_item_id_is_named():
-    ds = _seq_dataset([[0, 1, 2, 3, 4]], n_items=5)
+    ds = seq_dataset([[0, 1, 2, 3, 4]], n_items=5)
     ds.sequences = [np.array([0, 7, 2, 3, 4])]
     with pytest.raises(ValueError, match=r"user 0 has an item id outside 0\.\.4"):
         TrainSequences(ds, 4)
@@ -198,7 +172,7 @@ def test_nextitnet_receptive_field():
 ])
 def test_training_learns_the_cycle(name, hp):
     torch.manual_seed(0)
-    ds = _cycle_dataset()
+    ds = cycle_dataset()
     model = get_model_class(name).from_dataset(ds, max_len=16, **hp)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(0)
@@ -222,7 +196,7 @@ def test_training_learns_the_cycle(name, hp):
 
 
 def test_score_agrees_with_full_scores_and_eval_cache():
-    ds = _cycle_dataset(n_users=10, n_items=15, length=8)
+    ds = cycle_dataset(n_users=10, n_items=15, length=8)
     for model in _models(15, 12):
         with pytest.raises(DistillrecError, match="prepare_eval"):
             model.full_scores(torch.arange(3))
@@ -258,7 +232,7 @@ def test_config_errors():
 
 
 def test_empty_history_scores_are_finite():
-    ds = _seq_dataset([[1, 2], [3, 4, 5, 6]], n_items=8)  # user 0 has no input when predicting valid
+    ds = seq_dataset([[1, 2], [3, 4, 5, 6]], n_items=8)  # user 0 has no input when predicting valid
     for model in _models(8, 6):
         model.eval()
         model.prepare_eval(ds, "valid")

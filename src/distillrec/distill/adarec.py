@@ -88,8 +88,8 @@ def op_cost_vector(params: Tensor, macs: Tensor, names: list[str], mode: str) ->
 
 
 def item_logits(model: SequentialRecommender, hidden: Tensor) -> Tensor:
-    """Scores over all items [..., n_items] of hidden states [..., d] (the model's output layer + tied items)."""
-    return model.output(hidden) @ model.item_embedding.weight[: model.n_items].T
+    """Scores over all items [..., n_items] of hidden states [..., d] (the model's output layer, then its items)."""
+    return model.item_logits(model.output(hidden))
 
 
 def logit_kd(z_s: Tensor, z_t: Tensor, temperature: float = 1.0, reverse: bool = False) -> Tensor:

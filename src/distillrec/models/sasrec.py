@@ -37,6 +37,9 @@ class SequentialRecommender(Recommender):
     """
 
     input_type: ClassVar[str] = "sequence"
+    # the output at a real position does not depend on how much left padding precedes it (every model here,
+    # except the AdaRec super-net/student in faithful mode, whose padding carries position embeddings)
+    padding_is_inert: bool = True
     item_embedding: nn.Embedding
     eval_seq: Tensor | None
 
@@ -69,7 +72,24 @@ class SequentialRecommender(Recommender):
 
     def logits(self, input_seq: Tensor) -> Tensor:
         """Next-item scores at every position [B, L, n_items] (B·L·n_items floats: keep batches small)."""
-        return self.seq_output(input_seq) @ self.item_embedding.weight[: self.n_items].T
+        return self.item_logits(self.seq_output(input_seq))
+
+    def output_items(self) -> tuple[Tensor, Tensor | None]:
+        """(weights [n_items, d], bias [n_items] or None) scoring an output representation against every item:
+        the item embeddings themselves (tied) unless a model has an output layer of its own."""
+        return self.item_embedding.weight[: self.n_items], None
+
+    def item_logits(self, output: Tensor) -> Tensor:
+        """Scores over all items [..., n_items] of output representations [..., d]."""
+        weight, bias = self.output_items()
+        scores = output @ weight.T
+        return scores if bias is None else scores + bias
+
+    def _item_scores(self, output: Tensor, items: Tensor) -> Tensor:
+        """Scores of one item per output row: output [..., d], items [...] → [...]."""
+        weight, bias = self.output_items()
+        scores = (output * weight[items]).sum(-1)
+        return scores if bias is None else scores + bias[items]
 
     # -- the Recommender contract -------------------------------------------------------------------------
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
@@ -80,9 +100,9 @@ class SequentialRecommender(Recommender):
             raise ValueError("sequence batch has no target: every target_seq entry is the padding id")
         hv, tv = h[valid], target[valid]  # only real positions: logits are [n_targets, n_items], not B·L·I
         if self.config.loss_type == "ce":
-            return F.cross_entropy(hv @ self.item_embedding.weight[: self.n_items].T, tv)
-        pos = (hv * self.item_embedding(tv)).sum(-1)
-        neg = (hv * self.item_embedding(batch["neg_seq"][valid])).sum(-1)
+            return F.cross_entropy(self.item_logits(hv), tv)
+        pos = self._item_scores(hv, tv)
+        neg = self._item_scores(hv, batch["neg_seq"][valid])
         return F.softplus(-pos).mean() + F.softplus(neg).mean()  # = BCE(pos, 1) + BCE(neg, 0)
 
     def prepare_eval(self, dataset: Dataset, split: str) -> None:
@@ -98,9 +118,9 @@ class SequentialRecommender(Recommender):
         if self.eval_seq is None:
             raise DistillrecError(f"{self.name}: call prepare_eval(dataset, split) before scoring users")
         seq = self.eval_seq[users.to(self.eval_seq.device)]
-        # drop the batch's leading all-padding columns: exact (outputs do not depend on left padding), and
-        # most histories are far shorter than max_len; a model with a finite receptive field needs even fewer
-        width = max(1, int((seq != self.pad_id).sum(1).max()))
+        # Most histories are far shorter than max_len: drop the batch's leading all-padding columns where the
+        # outputs do not depend on left padding, and a model with a finite receptive field needs even fewer.
+        width = max(1, int((seq != self.pad_id).sum(1).max())) if self.padding_is_inert else seq.shape[1]
         width = min(width, self.context_length() or width)
         return self.output(self.last_hidden(self._check_seq(seq[:, -width:])))
 
@@ -124,17 +144,15 @@ class SequentialRecommender(Recommender):
         return x[:, -1]
 
     def item_repr(self, items: Tensor) -> Tensor:
-        return self.item_embedding(items)
+        return self.output_items()[0][items]
 
     def full_scores(self, users: Tensor) -> Tensor:
-        return self.user_repr(users) @ self.item_embedding.weight[: self.n_items].T
+        return self.item_logits(self.user_repr(users))
 
     def score(self, users: Tensor, items: Tensor) -> Tensor:
         h = self.user_repr(users)
-        e = self.item_embedding(items.to(h.device))
-        if items.dim() == 1:
-            return (h * e).sum(-1)
-        return torch.einsum("bd,bnd->bn", h, e)
+        items = items.to(h.device)
+        return self._item_scores(h if items.dim() == 1 else h.unsqueeze(1), items)
 
     # -- helpers ------------------------------------------------------------------------------------------
     def _check_seq(self, input_seq: Tensor) -> Tensor:

@@ -8,7 +8,8 @@ share ``alpha`` (one cell type) but own their op weights. Cell output = x + ReLU
 Causality (spec §10): the authors' std/dilated convolutions and pools are symmetric, so during all-positions
 next-item training the output at t sees x[t+1], its own label. The default op set is causal (left padding
 only); the authors' ten ops exist behind ``faithful: true``, which warns. Padding positions are zeroed after
-every node, so outputs at real positions do not depend on how much left padding precedes them.
+every node, so outputs at real positions do not depend on how much left padding precedes them (faithful mode:
+the authors' unmasked padding, see ``_CellNet``).
 
 The operations and their measured costs (:func:`measure_op_costs`, forward hooks at the configured width, no
 hard-coded table) live in :mod:`distillrec.models.seq_ops`.
@@ -163,7 +164,13 @@ class StudentConfig(SuperNetConfig):
 
 
 class _CellNet(SequentialRecommender):
-    """Embedding (item + position counted from the newest item) → cells → Linear; tied item scores."""
+    """Embedding (item + position counted from the newest item) → cells → Linear; tied item scores.
+
+    Faithful mode is the authors' network (spec §3.2): padding is never zeroed (its position embeddings flow
+    through the cells, so outputs depend on the left padding and every sequence keeps max_len columns), no
+    final Linear, and an untied output layer Linear(d, n_items + 1) with a bias scores the items. Their positions
+    count from the left of the max_len window, ours from the newest item: with every sequence left-padded to
+    max_len the two index the same learned table in reverse, so that difference is a relabelling."""
 
     config: SuperNetConfig
 
@@ -180,7 +187,12 @@ class _CellNet(SequentialRecommender):
         self.position_embedding = nn.Embedding(c.max_len, d)
         self.dropout = nn.Dropout(c.dropout)
         self.cells = nn.ModuleList(Cell(edge_ops, c.n_nodes, d, self.norm_kind) for _ in range(c.n_cells))
-        self.final_layer = nn.Linear(d, d)
+        # the authors' head (an item table of its own, scored with a bias) stands in for our Linear + tied items
+        self.padding_is_inert = not c.faithful
+        if c.faithful:
+            self.head = nn.Linear(d, n_items + 1)
+        else:
+            self.final_layer = nn.Linear(d, d)
         nn.init.normal_(self.item_embedding.weight, std=d**-0.5)
         nn.init.normal_(self.position_embedding.weight, std=0.02)
         with torch.no_grad():
@@ -201,17 +213,29 @@ class _CellNet(SequentialRecommender):
         return states
 
     def _embed(self, input_seq: Tensor) -> tuple[Tensor, Tensor]:
-        """(item + position embeddings [B, L, d] zeroed at padding, real [B, L, 1]: 0 at padding)."""
+        """(item + position embeddings [B, L, d] zeroed at padding, real [B, L, 1]: 0 at padding; faithful: all 1,
+        so nothing is zeroed)."""
         n = input_seq.shape[1]
         real = (input_seq != self.pad_id).unsqueeze(-1).to(self.item_embedding.weight.dtype)
+        if not self.padding_is_inert:
+            real = torch.ones_like(real)
         positions = torch.arange(n - 1, -1, -1, device=input_seq.device)  # last column = position 0
         return self.dropout(self.item_embedding(input_seq) + self.position_embedding(positions)) * real, real
 
     def output(self, hidden: Tensor) -> Tensor:
-        return self.final_layer(self.dropout(hidden))
+        hidden = self.dropout(hidden)
+        return hidden if self.config.faithful else self.final_layer(hidden)
+
+    def output_items(self) -> tuple[Tensor, Tensor | None]:
+        if self.config.faithful:
+            return self.head.weight[: self.n_items], self.head.bias[: self.n_items]
+        return super().output_items()
 
     def non_embedding_parameters(self) -> int:
+        """Parameters outside the item and position tables (and the faithful head, an item table too)."""
         skip = {id(self.item_embedding.weight), id(self.position_embedding.weight)}
+        if self.config.faithful:
+            skip |= {id(self.head.weight), id(self.head.bias)}
         return sum(p.numel() for p in self.parameters() if id(p) not in skip)
 
 

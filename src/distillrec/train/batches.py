@@ -21,8 +21,9 @@ class BatchBuilder:
     """Holds the tensors that do not change between epochs; ``epoch(...)`` yields that epoch's batches."""
 
     def __init__(self, dataset: Dataset, input_type: str, batch_size: int, n_negatives: int = 1,
-                 max_len: int | None = None) -> None:
+                 max_len: int | None = None, trim: bool = True) -> None:
         self.dataset = dataset
+        self.trim = trim  # sequences: cut each batch to its longest history (False: always max_len columns)
         self.input_type = input_type
         self.batch_size = batch_size
         self.n_negatives = n_negatives
@@ -79,7 +80,7 @@ class BatchBuilder:
         return train_sequences(self.dataset, self.max_len or 50)
 
     def _sequence(self, g: torch.Generator) -> Iterator[dict[str, Tensor]]:
-        yield from self._sequences().batches(self.batch_size, g)
+        yield from self._sequences().batches(self.batch_size, g, trim=self.trim)
 
     def _none(self, g: torch.Generator) -> Iterator[dict[str, Tensor]]:
         return iter(())

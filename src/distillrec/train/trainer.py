@@ -78,7 +78,8 @@ class Trainer:
             params += list(distiller.extra_parameters())
         self.optimizer = _make_optimizer(config, params) if params else None
         max_len = getattr(model.config, "max_len", None)
-        self.batches = BatchBuilder(dataset, model.input_type, config.batch_size, config.n_negatives, max_len)
+        self.batches = BatchBuilder(dataset, model.input_type, config.batch_size, config.n_negatives, max_len,
+                                    trim=getattr(model, "padding_is_inert", True))
         self.protocol = dataset.protocol if config.protocol == "auto" else config.protocol
 
     # -- paths ----------------------------------------------------------------------------------------------
