@@ -101,14 +101,16 @@ class NextItNet(SequentialRecommender):
 
     def last_hidden(self, input_seq: Tensor) -> Tensor:
         # each block adds (k − 1)·3d columns of reach, so the last blocks need far fewer columns than the first
-        real = (input_seq != self.pad_id).unsqueeze(-1).to(self.item_embedding.weight.dtype)
-        x = self.dropout(self.item_embedding(input_seq)) * real
         reach = [(self.config.kernel_size - 1) * 3 * block.conv1.conv.dilation[0] for block in self.blocks]
-        return self.newest_through(x, real, list(zip(self.blocks, reach, strict=True)))
+        return self.newest_through(*self._embed(input_seq), list(zip(self.blocks, reach, strict=True)))
+
+    def _embed(self, input_seq: Tensor) -> tuple[Tensor, Tensor]:
+        """(item embeddings [B, L, d] zeroed at padding, real [B, L, 1]: 0 at padding)."""
+        real = (input_seq != self.pad_id).unsqueeze(-1).to(self.item_embedding.weight.dtype)
+        return self.dropout(self.item_embedding(input_seq)) * real, real
 
     def encode(self, input_seq: Tensor) -> list[Tensor]:
-        real = (input_seq != self.pad_id).unsqueeze(-1).to(self.item_embedding.weight.dtype)
-        x = self.dropout(self.item_embedding(input_seq)) * real
+        x, real = self._embed(input_seq)
         states = [x]
         for block in self.blocks:
             x = block(x, real)
