@@ -70,6 +70,19 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     assert [r["epoch"] for r in log] == list(range(1, 13))
 
 
+def test_resuming_a_run_that_stopped_early_trains_nothing_more(tmp_path):
+    ds = planted_dataset()
+    cfg = _cfg("train.epochs=60", "train.patience=1", "train.learning_rate=0.05")
+    first = Trainer(build_model(cfg, ds), ds, cfg.train, out_dir=tmp_path / "run", run_config=cfg.to_plain(),
+                    progress=False).fit()
+    assert first.stopped_early and first.epochs_run < 60
+    again = Trainer(build_model(cfg, ds), ds, cfg.train, out_dir=tmp_path / "run", run_config=cfg.to_plain(),
+                    progress=False).fit(resume=True)
+    assert (again.epochs_run, again.best_epoch, again.stopped_early) == (first.epochs_run, first.best_epoch, True)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == list(range(1, first.epochs_run + 1))
+
+
 def test_adam_is_fused_and_stays_fused_when_resuming_an_older_checkpoint(tmp_path):
     ds = planted_dataset()
     cfg = _cfg("train.epochs=4")

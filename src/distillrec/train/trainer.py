@@ -98,9 +98,10 @@ class Trainer:
         has_valid = self.dataset.valid is not None and self.model.input_type != "none"
         if not has_valid and self.model.input_type != "none":
             self.echo("no valid split: training for the full epoch budget, the last epoch is kept")
-        stopped, collapse_warned = False, False
+        # a run that had already stopped early is finished: resuming it trains nothing more
+        stopped, collapse_warned = has_valid and state["bad_evals"] >= cfg.patience, False
         for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-            if self.model.input_type == "none":
+            if self.model.input_type == "none" or stopped:
                 break
             t0 = time.perf_counter()
             terms = self._train_epoch(epoch)
