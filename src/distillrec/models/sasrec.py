@@ -144,7 +144,7 @@ class SequentialRecommender(Recommender):
         return x[:, -1]
 
     def item_repr(self, items: Tensor) -> Tensor:
-        return self.output_items()[0][items]
+        return self.item_embedding(items)
 
     def full_scores(self, users: Tensor) -> Tensor:
         return self.item_logits(self.user_repr(users))

@@ -231,6 +231,10 @@ class _CellNet(SequentialRecommender):
             return self.head.weight[: self.n_items], self.head.bias[: self.n_items]
         return super().output_items()
 
+    def item_repr(self, items: Tensor) -> Tensor:
+        # what a user representation is dotted with (the faithful head's bias is left out)
+        return self.head.weight[items] if self.config.faithful else super().item_repr(items)
+
     def non_embedding_parameters(self) -> int:
         """Parameters outside the item and position tables (and the faithful head, an item table too)."""
         skip = {id(self.item_embedding.weight), id(self.position_embedding.weight)}
