@@ -37,8 +37,12 @@ MODELS = {
     },
     "lastfm": {
         "teacher SASRec 128 × 8": ("sasrec", {"hidden_size": 128, "n_layers": 8, "n_heads": 4, "inner_size": 512}),
+        "teacher NextItNet 64 × 4": ("nextitnet", {"embedding_dim": 64, "dilations": [1, 4], "n_blocks": 2}),
         "student AdaRec (searched cell)": ("adarec", {"embedding_dim": 32, "n_cells": 4, "genotype": [
             "conv_3", "skip_connect", "avg_pool_3", "max_pool_3", "skip_connect", "none"]}),
+        # searched with the NextItNet-64 teacher (configs/adarec/lastfm-nextitnet64.yaml, session 17)
+        "student AdaRec (NextItNet-teacher cell)": ("adarec", {"embedding_dim": 32, "n_cells": 4, "genotype": [
+            "none", "dil_conv_3", "max_pool_3", "none", "skip_connect", "avg_pool_3"]}),
     },
 }
 
