@@ -106,7 +106,7 @@ class NextItNet(SequentialRecommender):
 
     def _embed(self, input_seq: Tensor) -> tuple[Tensor, Tensor]:
         """(item embeddings [B, L, d] zeroed at padding, real [B, L, 1]: 0 at padding)."""
-        real = (input_seq != self.pad_id).unsqueeze(-1).to(self.item_embedding.weight.dtype)
+        real = self._real(input_seq)
         return self.dropout(self.item_embedding(input_seq)) * real, real
 
     def encode(self, input_seq: Tensor) -> list[Tensor]:

@@ -155,6 +155,10 @@ class SequentialRecommender(Recommender):
         return self._item_scores(h if items.dim() == 1 else h.unsqueeze(1), items)
 
     # -- helpers ------------------------------------------------------------------------------------------
+    def _real(self, input_seq: Tensor) -> Tensor:
+        """[B, L, 1] in the embeddings' dtype: 1 at real items, 0 at padding (the convolutional models' mask)."""
+        return (input_seq != self.pad_id).unsqueeze(-1).to(self.item_embedding.weight.dtype)
+
     def _check_seq(self, input_seq: Tensor) -> Tensor:
         if input_seq.dim() != 2:
             raise ValueError(f"input_seq must be [batch, length], got shape {tuple(input_seq.shape)}")

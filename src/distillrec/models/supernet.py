@@ -216,8 +216,8 @@ class _CellNet(SequentialRecommender):
         """(item + position embeddings [B, L, d] zeroed at padding, real [B, L, 1]: 0 at padding; faithful: all 1,
         so nothing is zeroed)."""
         n = input_seq.shape[1]
-        real = (input_seq != self.pad_id).unsqueeze(-1).to(self.item_embedding.weight.dtype)
-        if not self.padding_is_inert:
+        real = self._real(input_seq)
+        if not self.padding_is_inert:  # faithful: padding keeps its (position) embeddings
             real = torch.ones_like(real)
         positions = torch.arange(n - 1, -1, -1, device=input_seq.device)  # last column = position 0
         return self.dropout(self.item_embedding(input_seq) + self.position_embedding(positions)) * real, real
