@@ -71,12 +71,16 @@ class ListPlan:
         sorted_cols, order = self.flat.sort()
         self.t_crow = torch.zeros(n_table + 1, dtype=idx, device=cols.device)
         torch.cumsum(torch.bincount(sorted_cols, minlength=n_table), 0, out=self.t_crow[1:])
-        self.t_rows = torch.div(order.to(idx), n, rounding_mode="floor")
         self.t_order = order.to(idx)
+        self.t_rows = torch.div(self.t_order, n, rounding_mode="floor")
+        self._patterns: dict[torch.dtype, Tensor] = {}
 
     def pattern(self, dtype: torch.dtype) -> Tensor:
-        zeros = torch.zeros(self.flat.numel(), dtype=dtype, device=self.flat.device)
-        return _pattern(self.flat.view(self.cols.shape), zeros, self.n_table)
+        """The forward's CSR pattern (zero values), built on first use per dtype: sampled_addmm only reads it."""
+        if dtype not in self._patterns:
+            zeros = torch.zeros(self.flat.numel(), dtype=dtype, device=self.flat.device)
+            self._patterns[dtype] = _pattern(self.flat.view(self.cols.shape), zeros, self.n_table)
+        return self._patterns[dtype]
 
     def transposed_product(self, grad: Tensor, row_repr: Tensor) -> Tensor:
         """Gᵀ·row_repr [n_table, d], G [R, n_table] holding grad[r, n] at (r, cols[r, n]) (repeats add up)."""
