@@ -201,3 +201,57 @@ def test_lightgcn_student_ranks_lists_on_layer_zero(ego: bool) -> None:
         assert float(distiller.ranked_loss(items, item_lists, distiller.item_lists.k, "item")) == pytest.approx(
             expected_items, rel=1e-4)
     assert not torch.allclose(ego_u @ ego_i.T, prop_u @ prop_i.T)  # the two readouts do differ here
+
+
+def _flat(model) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_stage_one_starts_from_the_given_student_and_leaves_it_alone(tmp_path) -> None:
+    """``kd_init: student``: stage 1 starts from M_k's weights (what M_k knows of idle users survives), not
+    from a random student; M_k itself is untouched."""
+    stream = load_stream("synthetic", n_users=60, n_items=40, n_blocks=1)
+    cfg = resolve_stream_config(overrides=[
+        "student.embedding_dim=4", "kd_train.epochs=1", "kd_train.eval_every=1", "kd_train.learning_rate=1e-9",
+        "kd.n_topk=8", "kd.n_interesting=8", "kd.n_uninteresting=10", "kd.n_item_topk=8",
+        "kd.n_item_interesting=8", "kd.n_item_uninteresting=10", "device=cpu"])
+    ctx = Context(cfg, stream, 0, tmp_path, lambda m: None, progress=False)
+    nu, ni = stream.sizes(1)
+    teacher = build_model({"name": "bpr", "embedding_dim": 8}, nu, ni, ctx.graph(1), 0, ctx.device)
+    start = build_model({"name": "bpr", "embedding_dim": 4, "init_std": 0.5}, nu, ni, ctx.graph(1), 7, ctx.device)
+    before = _flat(start).clone()
+    warm, _ = distil_student(ctx, [teacher], stream.view(1), 1, start=start)
+    fresh, _ = distil_student(ctx, [teacher], stream.view(1), 1)
+    assert torch.equal(_flat(start), before)
+    assert torch.allclose(_flat(warm), before, atol=1e-6)  # one epoch at lr 1e-9: still M_k's weights
+    assert not torch.allclose(_flat(fresh), before, atol=1e-2)
+
+
+def test_ccd_passes_the_deployed_student_to_stage_one_only_when_asked(monkeypatch, tmp_path) -> None:
+    from distillrec.continual import methods
+
+    seen: list = []
+    real = methods.distil_student
+
+    def spy(*args, start=None, **kw):
+        seen.append(start)
+        return real(*args, start=start, **kw)
+
+    monkeypatch.setattr(methods, "distil_student", spy)
+    stream = load_stream("synthetic", n_users=60, n_items=40, n_blocks=1)
+    small = ["student.embedding_dim=4", "teachers=[{name: bpr, embedding_dim: 8, seed: 0}]",
+             "teacher_train.epochs=1", "kd_train.epochs=1", "student_update.train.epochs=1",
+             "teacher_update.train.epochs=1", "kd.n_topk=8", "kd.n_interesting=8", "kd.n_uninteresting=10",
+             "kd.n_item_topk=8", "kd.n_item_interesting=8", "kd.n_item_uninteresting=10",
+             "hard_negatives_top=0", "device=cpu"]
+    for mode in ("fresh", "student"):
+        ctx = Context(resolve_stream_config(overrides=[*small, f"kd_init={mode}"]), stream, 0, tmp_path / mode,
+                      lambda m: None, progress=False)
+        state, _ = methods.base_block(ctx)
+        seen.clear()
+        new_state, _ = methods.update_block(ctx, "ccd", state, 1)
+        assert len(seen) == 1
+        if mode == "fresh":
+            assert seen[0] is None
+        else:
+            assert seen[0] is new_state.student

@@ -132,6 +132,9 @@ class StreamConfig(_Strict):
     # stage 1's user-side RRD: "batch" — the authors', on the users of D_k's interaction batches only;
     # "all" — plus a pass of its own over every user seen so far (needs kd_item_pass "separate")
     kd_user_pass: Literal["batch", "all"] = "batch"
+    # where ccd's stage 1 starts at blocks k >= 1: "fresh" — a random student, the authors' (spec §B.5, pitfall
+    # 6); "student" — the deployed student M_k, so what it knows of users inactive in D_k is not thrown away
+    kd_init: Literal["fresh", "student"] = "fresh"
     # the authors' hard-negative exclusion (spec §B.5, §B.6d, §B.7.4): BPR negatives in stage 1 (and stage 1's
     # user-side RRD bags) and in ccd's stages 2–3 avoid the top-N items of the teacher system, the distilled
     # student and the proxies (continual/negatives.py); 0 = the trainer's plain uniform negatives

@@ -200,9 +200,10 @@ def _ccd(ctx: Context, state: StreamState, k: int) -> tuple[StreamState, dict]:
                  (frozen_copy(student), at_block(tu.replay.n_student, k))]
     hard = union([tops[x] for x in ("system", "S", "P", "M")], nu, ni) if tops else None
     teachers, info["teachers"] = _update_teachers(ctx, state, k, _init_mode(ctx, "ccd"), True, t_sources, hard)
-    # Stage 1 for the next block: a fresh student distilled from the updated teacher system
+    # Stage 1 for the next block: a student distilled from the updated teacher system (fresh, or from M_k)
     hard = union([tops[x] for x in ("S", "P", "M")], nu, ni) if tops else None
-    distilled, info["kd"] = distil_student(ctx, teachers, ctx.stream.view(k), k, hard)
+    start = student if ctx.cfg.kd_init == "student" else None
+    distilled, info["kd"] = distil_student(ctx, teachers, ctx.stream.view(k), k, hard, start=start)
     return StreamState(teachers, student, distilled, stability, plasticity), info
 
 

@@ -164,9 +164,10 @@ def train_teachers(ctx: Context, view: Dataset, k: int, tag: str = "teacher") ->
 
 
 def distil_student(ctx: Context, teachers: list[Recommender], view: Dataset, k: int,
-                   hard: sp.spmatrix | None = None) -> tuple[Recommender, dict]:
-    """A fresh student distilled from the rank ensemble on ``view`` (BPR + user-side RRD + item-side RRD, the
-    item side in a pass of its own over all items unless ``kd_item_pass`` is "batch").
+                   hard: sp.spmatrix | None = None, start: Recommender | None = None) -> tuple[Recommender, dict]:
+    """A student distilled from the rank ensemble on ``view`` (BPR + user-side RRD + item-side RRD, the
+    item side in a pass of its own over all items unless ``kd_item_pass`` is "batch"): fresh, or starting
+    from the weights of ``start`` (a model of the same kind sized for block k).
 
     With ``hard_negatives_top`` N > 0, BPR negatives avoid the ensemble's top-N and ``hard`` (ccd: the top-N of
     S_{k−1}, P_{k−1} and M_k, spec §B.5); the user-side bags avoid ``hard`` and the pairs of the ensemble's
@@ -186,6 +187,8 @@ def distil_student(ctx: Context, teachers: list[Recommender], view: Dataset, k: 
     seed = ctx.stage_seed(k, "kd")
     nu, ni = ctx.stream.sizes(k)
     student = build_model(ctx.cfg.student, nu, ni, ctx.graph(k), seed, ctx.device)
+    if start is not None:
+        student.load_state_dict(start.state_dict())
     train_cfg = stage_train_config(ctx.cfg.kd_train, ctx, seed)
     top = ctx.cfg.hard_negatives_top
     negatives = bags = None
