@@ -227,31 +227,37 @@ def test_stage_one_starts_from_the_given_student_and_leaves_it_alone(tmp_path) -
     assert not torch.allclose(_flat(fresh), before, atol=1e-2)
 
 
-def test_ccd_passes_the_deployed_student_to_stage_one_only_when_asked(monkeypatch, tmp_path) -> None:
+@pytest.mark.parametrize(("kd_init", "start"), [("fresh", "distilled"), ("student", "deployed")])
+def test_ccd_starts_its_students_where_configured(kd_init: str, start: str, monkeypatch, tmp_path) -> None:
+    """Stage 1 from a random student (the authors') or from M_k (``kd_init``); stage 2 from D_{k−1} (the
+    authors') or from M_{k−1} (``student_update.start``)."""
+    import copy
+
     from distillrec.continual import methods
 
-    seen: list = []
-    real = methods.distil_student
+    starts, previous = [], {}
+    real_distil, real_update = methods.distil_student, methods._update
 
-    def spy(*args, start=None, **kw):
-        seen.append(start)
-        return real(*args, start=start, **kw)
+    def spy_distil(*args, start=None, **kw):
+        starts.append(start)
+        return real_distil(*args, start=start, **kw)
 
-    monkeypatch.setattr(methods, "distil_student", spy)
+    def spy_update(ctx, prev, k, name, **kw):
+        previous[name] = prev
+        return real_update(ctx, prev, k, name, **kw)
+
+    monkeypatch.setattr(methods, "distil_student", spy_distil)
+    monkeypatch.setattr(methods, "_update", spy_update)
     stream = load_stream("synthetic", n_users=60, n_items=40, n_blocks=1)
-    small = ["student.embedding_dim=4", "teachers=[{name: bpr, embedding_dim: 8, seed: 0}]",
-             "teacher_train.epochs=1", "kd_train.epochs=1", "student_update.train.epochs=1",
-             "teacher_update.train.epochs=1", "kd.n_topk=8", "kd.n_interesting=8", "kd.n_uninteresting=10",
-             "kd.n_item_topk=8", "kd.n_item_interesting=8", "kd.n_item_uninteresting=10",
-             "hard_negatives_top=0", "device=cpu"]
-    for mode in ("fresh", "student"):
-        ctx = Context(resolve_stream_config(overrides=[*small, f"kd_init={mode}"]), stream, 0, tmp_path / mode,
-                      lambda m: None, progress=False)
-        state, _ = methods.base_block(ctx)
-        seen.clear()
-        new_state, _ = methods.update_block(ctx, "ccd", state, 1)
-        assert len(seen) == 1
-        if mode == "fresh":
-            assert seen[0] is None
-        else:
-            assert seen[0] is new_state.student
+    overrides = ["student.embedding_dim=4", "teachers=[{name: bpr, embedding_dim: 8, seed: 0}]",
+                 "teacher_train.epochs=1", "kd_train.epochs=1", "student_update.train.epochs=1",
+                 "teacher_update.train.epochs=1", "kd.n_topk=8", "kd.n_interesting=8", "kd.n_uninteresting=10",
+                 "kd.n_item_topk=8", "kd.n_item_interesting=8", "kd.n_item_uninteresting=10",
+                 "hard_negatives_top=0", "device=cpu", f"kd_init={kd_init}", f"student_update.start={start}"]
+    ctx = Context(resolve_stream_config(overrides=overrides), stream, 0, tmp_path, lambda m: None, progress=False)
+    state, _ = methods.base_block(ctx)
+    state.student = copy.deepcopy(state.student)  # M_0 and D_0 as two objects, as they are from block 1 on
+    starts.clear()
+    new_state, _ = methods.update_block(ctx, "ccd", state, 1)
+    assert previous["student"] is (state.student if start == "deployed" else state.distilled)
+    assert starts == [new_state.student if kd_init == "student" else None]

@@ -69,6 +69,10 @@ class ReplaySettings(_Strict):
 
 
 class StudentUpdateSettings(_Strict):
+    # what ccd's stage 2 updates into M_k: "distilled" — D_{k−1}, the authors' (spec §B.6); "deployed" — the
+    # previous deployed student M_{k−1}, which keeps what it knew of idle users (the replay reference is then
+    # M_{k−1} too; not the authors')
+    start: Literal["distilled", "deployed"] = "distilled"
     w_stability: PerBlock = Field(default_factory=lambda: [1.0, 1.0, 0.9, 0.9, 0.9])
     w_plasticity: PerBlock = Field(default_factory=lambda: [0.0, 0.1, 0.0, 0.0, 0.0])
     replay: ReplaySettings = Field(default_factory=ReplaySettings)

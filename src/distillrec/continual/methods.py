@@ -189,9 +189,11 @@ def _ccd(ctx: Context, state: StreamState, k: int) -> tuple[StreamState, dict]:
     if k > 1:  # at k = 1 both proxies are D_0: the authors use S only
         sources.append((plasticity, at_block(su.replay.n_plasticity, k)))
     hard = union([tops[x] for x in ("system", "distilled", "S", "P")], nu, ni) if tops else None
-    student, info["student"] = _update(ctx, state.distilled, k, "student", init=_init_mode(ctx, "ccd"), lwc=False,
-                                       replay_sources=sources, settings=su.replay, train_cfg=su.train,
-                                       reference=frozen_copy(state.distilled),
+    deployed = su.start == "deployed"
+    student, info["student"] = _update(ctx, state.student if deployed else state.distilled, k, "student",
+                                       init=_init_mode(ctx, "ccd"), lwc=False, replay_sources=sources,
+                                       settings=su.replay, train_cfg=su.train,
+                                       reference=None if deployed else frozen_copy(state.distilled),
                                        negatives=_negative_sampler(ctx, k, hard))
     if tops:
         tops |= _top_sets(ctx, k, {"M": student})
