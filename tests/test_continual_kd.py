@@ -227,10 +227,11 @@ def test_stage_one_starts_from_the_given_student_and_leaves_it_alone(tmp_path) -
     assert not torch.allclose(_flat(fresh), before, atol=1e-2)
 
 
-@pytest.mark.parametrize(("kd_init", "start"), [("fresh", "distilled"), ("student", "deployed")])
+@pytest.mark.parametrize(("kd_init", "start"), [("fresh", "distilled"), ("student", "deployed"),
+                                               ("both", "distilled")])
 def test_ccd_starts_its_students_where_configured(kd_init: str, start: str, monkeypatch, tmp_path) -> None:
-    """Stage 1 from a random student (the authors') or from M_k (``kd_init``); stage 2 from D_{k−1} (the
-    authors') or from M_{k−1} (``student_update.start``)."""
+    """Stage 1 from a random student (the authors'), from M_k, or both (``kd_init``); stage 2 from D_{k−1}
+    (the authors'; the warm D_{k−1} with "both") or from M_{k−1} (``student_update.start``)."""
     import copy
 
     from distillrec.continual import methods
@@ -248,7 +249,7 @@ def test_ccd_starts_its_students_where_configured(kd_init: str, start: str, monk
 
     monkeypatch.setattr(methods, "distil_student", spy_distil)
     monkeypatch.setattr(methods, "_update", spy_update)
-    stream = load_stream("synthetic", n_users=60, n_items=40, n_blocks=1)
+    stream = load_stream("synthetic", n_users=60, n_items=40, n_blocks=2)
     overrides = ["student.embedding_dim=4", "teachers=[{name: bpr, embedding_dim: 8, seed: 0}]",
                  "teacher_train.epochs=1", "kd_train.epochs=1", "student_update.train.epochs=1",
                  "teacher_update.train.epochs=1", "kd.n_topk=8", "kd.n_interesting=8", "kd.n_uninteresting=10",
@@ -260,4 +261,9 @@ def test_ccd_starts_its_students_where_configured(kd_init: str, start: str, monk
     starts.clear()
     new_state, _ = methods.update_block(ctx, "ccd", state, 1)
     assert previous["student"] is (state.student if start == "deployed" else state.distilled)
-    assert starts == [new_state.student if kd_init == "student" else None]
+    assert starts == {"fresh": [None], "student": [new_state.student], "both": [None, new_state.student]}[kd_init]
+    assert (new_state.warm is not None) == (kd_init == "both") and new_state.distilled is not new_state.warm
+    methods.update_block(ctx, "ccd", new_state, 2)
+    # block 2's stage 2 starts from D_1 (fresh), M_1 (deployed) or the warm D_1 (both)
+    assert previous["student"] is {"fresh": new_state.distilled, "student": new_state.student,
+                                   "both": new_state.warm}[kd_init]

@@ -52,6 +52,7 @@ class StreamSettings(_Strict):
 
 class InitSettings(_Strict):
     mode: Literal["auto", "ccd", "random"] = "auto"  # auto: ccd for ccd/lwckd, random for finetune
+    student_mode: Literal["ccd", "random"] | None = None  # the student's own, in every method (None: as mode)
     topk: int = Field(20, ge=1)  # |H_u| of the 2-hop term
     one_hop_only: bool = False
 
@@ -137,8 +138,10 @@ class StreamConfig(_Strict):
     # "all" — plus a pass of its own over every user seen so far (needs kd_item_pass "separate")
     kd_user_pass: Literal["batch", "all"] = "batch"
     # where ccd's stage 1 starts at blocks k >= 1: "fresh" — a random student, the authors' (spec §B.5, pitfall
-    # 6); "student" — the deployed student M_k, so what it knows of users inactive in D_k is not thrown away
-    kd_init: Literal["fresh", "student"] = "fresh"
+    # 6); "student" — the deployed student M_k, so what it knows of users inactive in D_k is not thrown away;
+    # "both" — a fresh D_k for the proxies and the teachers' replay, and a second one from M_k that starts the
+    # next block's stage 2 (two distillations a block)
+    kd_init: Literal["fresh", "student", "both"] = "fresh"
     # the authors' hard-negative exclusion (spec §B.5, §B.6d, §B.7.4): BPR negatives in stage 1 (and stage 1's
     # user-side RRD bags) and in ccd's stages 2–3 avoid the top-N items of the teacher system, the distilled
     # student and the proxies (continual/negatives.py); 0 = the trainer's plain uniform negatives

@@ -75,7 +75,8 @@ def save_state(path: Path, state: StreamState, k: int) -> None:
     prev = max(0, k - 1)  # proxies are sized (and wired) for the block before
     blob = {"format": STATE_FORMAT, "block": k, "teachers": [_pack(t, k) for t in state.teachers],
             "student": _pack(state.student, k), "distilled": _pack(state.distilled, k),
-            "stability": _pack(state.stability, prev), "plasticity": _pack(state.plasticity, prev)}
+            "stability": _pack(state.stability, prev), "plasticity": _pack(state.plasticity, prev),
+            "warm": _pack(state.warm, k)}
     atomic_torch_save(path, blob)
 
 
@@ -87,7 +88,8 @@ def load_state(ctx: Context, path: Path) -> StreamState:
     return StreamState(
         teachers=[_unpack(ctx, b, spec) for b, spec in zip(blob["teachers"], ctx.cfg.teachers)],
         student=_unpack(ctx, blob["student"], student), distilled=_unpack(ctx, blob["distilled"], student),
-        stability=_unpack(ctx, blob["stability"], student), plasticity=_unpack(ctx, blob["plasticity"], student))
+        stability=_unpack(ctx, blob["stability"], student), plasticity=_unpack(ctx, blob["plasticity"], student),
+        warm=_unpack(ctx, blob.get("warm"), student))  # states written before kd_init "both" have none
 
 
 # -- one run --------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@
   students); each teacher updated with LWC-KD + PIW plus replay of the student side (S, P, M_k); the teacher
   system = the rank ensemble; then D_k = a fresh student distilled from it, the start of the next block.
   Two switches that are not the authors' keep what the deployed student knows of users idle in D_k:
-  ``kd_init: student`` (D_k distilled from M_k's weights) and ``student_update.start: deployed`` (M_k
+  ``kd_init: student`` (D_k distilled from M_k's weights; ``both`` keeps the fresh D_k for the proxies and
+  the teachers and starts the next stage 2 from the warm one) and ``student_update.start: deployed`` (M_k
   updated from M_{k−1} rather than D_{k−1}).
 - ``finetune`` — teachers and student trained on the new block only, from their previous weights.
 - ``retrain``  — teachers retrained from scratch on all blocks so far; the student distilled from them afresh.
@@ -57,6 +58,7 @@ class StreamState:
     distilled: Recommender | None = None  # D_k (ccd)
     stability: Recommender | None = None  # S_{k-1} (ccd)
     plasticity: Recommender | None = None  # P_{k-1} (ccd)
+    warm: Recommender | None = None  # D_k distilled from M_k (ccd, kd_init "both"): the next stage 2's start
 
 
 def check_method(method: str) -> str:
@@ -77,9 +79,11 @@ def update_block(ctx: Context, method: str, state: StreamState, k: int) -> tuple
         check_method(method)](ctx, state, k)
 
 
-def _init_mode(ctx: Context, method: str) -> str:
-    mode = ctx.cfg.init.mode
-    return ("random" if method == "finetune" else "ccd") if mode == "auto" else mode
+def _init_mode(ctx: Context, method: str, student: bool = False) -> str:
+    init = ctx.cfg.init
+    if student and init.student_mode is not None:
+        return init.student_mode
+    return ("random" if method == "finetune" else "ccd") if init.mode == "auto" else init.mode
 
 
 # -- replay ---------------------------------------------------------------------------------------------------
@@ -193,10 +197,11 @@ def _ccd(ctx: Context, state: StreamState, k: int) -> tuple[StreamState, dict]:
         sources.append((plasticity, at_block(su.replay.n_plasticity, k)))
     hard = union([tops[x] for x in ("system", "distilled", "S", "P")], nu, ni) if tops else None
     deployed = su.start == "deployed"
-    student, info["student"] = _update(ctx, state.student if deployed else state.distilled, k, "student",
-                                       init=_init_mode(ctx, "ccd"), lwc=False, replay_sources=sources,
-                                       settings=su.replay, train_cfg=su.train,
-                                       reference=None if deployed else frozen_copy(state.distilled),
+    start = state.warm if state.warm is not None else state.distilled
+    student, info["student"] = _update(ctx, state.student if deployed else start, k, "student",
+                                       init=_init_mode(ctx, "ccd", student=True), lwc=False,
+                                       replay_sources=sources, settings=su.replay, train_cfg=su.train,
+                                       reference=None if deployed else frozen_copy(start),
                                        negatives=_negative_sampler(ctx, k, hard))
     if tops:
         tops |= _top_sets(ctx, k, {"M": student})
@@ -207,18 +212,22 @@ def _ccd(ctx: Context, state: StreamState, k: int) -> tuple[StreamState, dict]:
     teachers, info["teachers"] = _update_teachers(ctx, state, k, _init_mode(ctx, "ccd"), True, t_sources, hard)
     # Stage 1 for the next block: a student distilled from the updated teacher system (fresh, or from M_k)
     hard = union([tops[x] for x in ("S", "P", "M")], nu, ni) if tops else None
-    start = student if ctx.cfg.kd_init == "student" else None
-    distilled, info["kd"] = distil_student(ctx, teachers, ctx.stream.view(k), k, hard, start=start)
-    return StreamState(teachers, student, distilled, stability, plasticity), info
+    kd_init, view = ctx.cfg.kd_init, ctx.stream.view(k)
+    distilled, info["kd"] = distil_student(ctx, teachers, view, k, hard,
+                                           start=student if kd_init == "student" else None)
+    warm = None
+    if kd_init == "both":
+        warm, info["kd_warm"] = distil_student(ctx, teachers, view, k, hard, start=student, name="kd-warm")
+    return StreamState(teachers, student, distilled, stability, plasticity, warm), info
 
 
 def _finetune(ctx: Context, state: StreamState, k: int, lwc: bool = False) -> tuple[StreamState, dict]:
     """Teachers and student trained on the new block only; ``lwc`` adds LWC-KD from their previous selves."""
-    init = _init_mode(ctx, "lwckd" if lwc else "finetune")
+    method = "lwckd" if lwc else "finetune"
     su = ctx.cfg.student_update
-    teachers, info = _update_teachers(ctx, state, k, init, lwc, [])
-    student, info["student"] = _update(ctx, state.student, k, "student", init=init, lwc=lwc, replay_sources=[],
-                                       settings=su.replay, train_cfg=su.train)
+    teachers, info = _update_teachers(ctx, state, k, _init_mode(ctx, method), lwc, [])
+    student, info["student"] = _update(ctx, state.student, k, "student", init=_init_mode(ctx, method, student=True),
+                                       lwc=lwc, replay_sources=[], settings=su.replay, train_cfg=su.train)
     return StreamState(teachers, student), info
 
 

@@ -164,7 +164,8 @@ def train_teachers(ctx: Context, view: Dataset, k: int, tag: str = "teacher") ->
 
 
 def distil_student(ctx: Context, teachers: list[Recommender], view: Dataset, k: int,
-                   hard: sp.spmatrix | None = None, start: Recommender | None = None) -> tuple[Recommender, dict]:
+                   hard: sp.spmatrix | None = None, start: Recommender | None = None,
+                   name: str = "kd") -> tuple[Recommender, dict]:
     """A student distilled from the rank ensemble on ``view`` (BPR + user-side RRD + item-side RRD, the
     item side in a pass of its own over all items unless ``kd_item_pass`` is "batch"): fresh, or starting
     from the weights of ``start`` (a model of the same kind sized for block k).
@@ -184,7 +185,7 @@ def distil_student(ctx: Context, teachers: list[Recommender], view: Dataset, k: 
     config = IRRRD.make_config({"item_rows": "positives", **ctx.cfg.kd})
     knowledge = compute_knowledge(ensemble, view, IRRRD.knowledge_spec(config))
     seconds_knowledge = time.perf_counter() - t0
-    seed = ctx.stage_seed(k, "kd")
+    seed = ctx.stage_seed(k, name)
     nu, ni = ctx.stream.sizes(k)
     student = build_model(ctx.cfg.student, nu, ni, ctx.graph(k), seed, ctx.device)
     if start is not None:
@@ -202,7 +203,7 @@ def distil_student(ctx: Context, teachers: list[Recommender], view: Dataset, k: 
     distiller = CCDDistiller(student, knowledge, view, config, seed=seed, pass_batch_size=train_cfg.batch_size,
                              user_pass=separate and ctx.cfg.kd_user_pass == "all", item_pass=separate,
                              negatives=negatives, bag_exclude=bags, ego_lists=ctx.cfg.kd_ego_rrd)
-    info = fit(ctx, student, view, train_cfg, ctx.stage_dir(k, "kd"), distiller)
+    info = fit(ctx, student, view, train_cfg, ctx.stage_dir(k, name), distiller)
     info["knowledge_seconds"] = round(seconds_knowledge, 3)
     return student, info
 
