@@ -227,6 +227,18 @@ def test_stage_one_starts_from_the_given_student_and_leaves_it_alone(tmp_path) -
     assert not torch.allclose(_flat(fresh), before, atol=1e-2)
 
 
+def _small_stream_context(tmp_path, overrides: list[str]) -> Context:
+    """A two-block synthetic stream with one BPR teacher and one epoch per stage."""
+    stream = load_stream("synthetic", n_users=60, n_items=40, n_blocks=2)
+    base = ["student.embedding_dim=4", "teachers=[{name: bpr, embedding_dim: 8, seed: 0}]",
+            "teacher_train.epochs=1", "kd_train.epochs=1", "student_update.train.epochs=1",
+            "teacher_update.train.epochs=1", "kd.n_topk=8", "kd.n_interesting=8", "kd.n_uninteresting=10",
+            "kd.n_item_topk=8", "kd.n_item_interesting=8", "kd.n_item_uninteresting=10",
+            "hard_negatives_top=0", "device=cpu"]
+    cfg = resolve_stream_config(overrides=[*base, *overrides])
+    return Context(cfg, stream, 0, tmp_path, lambda m: None, progress=False)
+
+
 @pytest.mark.parametrize(("kd_init", "start"), [("fresh", "distilled"), ("student", "deployed"),
                                                ("both", "distilled")])
 def test_ccd_starts_its_students_where_configured(kd_init: str, start: str, monkeypatch, tmp_path) -> None:
@@ -249,13 +261,7 @@ def test_ccd_starts_its_students_where_configured(kd_init: str, start: str, monk
 
     monkeypatch.setattr(methods, "distil_student", spy_distil)
     monkeypatch.setattr(methods, "_update", spy_update)
-    stream = load_stream("synthetic", n_users=60, n_items=40, n_blocks=2)
-    overrides = ["student.embedding_dim=4", "teachers=[{name: bpr, embedding_dim: 8, seed: 0}]",
-                 "teacher_train.epochs=1", "kd_train.epochs=1", "student_update.train.epochs=1",
-                 "teacher_update.train.epochs=1", "kd.n_topk=8", "kd.n_interesting=8", "kd.n_uninteresting=10",
-                 "kd.n_item_topk=8", "kd.n_item_interesting=8", "kd.n_item_uninteresting=10",
-                 "hard_negatives_top=0", "device=cpu", f"kd_init={kd_init}", f"student_update.start={start}"]
-    ctx = Context(resolve_stream_config(overrides=overrides), stream, 0, tmp_path, lambda m: None, progress=False)
+    ctx = _small_stream_context(tmp_path, [f"kd_init={kd_init}", f"student_update.start={start}"])
     state, _ = methods.base_block(ctx)
     state.student = copy.deepcopy(state.student)  # M_0 and D_0 as two objects, as they are from block 1 on
     starts.clear()
@@ -267,3 +273,27 @@ def test_ccd_starts_its_students_where_configured(kd_init: str, start: str, monk
     # block 2's stage 2 starts from D_1 (fresh), M_1 (deployed) or the warm D_1 (both)
     assert previous["student"] is {"fresh": new_state.distilled, "student": new_state.student,
                                    "both": new_state.warm}[kd_init]
+
+
+@pytest.mark.parametrize("method", ["ccd", "finetune", "lwckd"])
+@pytest.mark.parametrize("student_mode", [None, "random"])
+def test_the_student_can_grow_with_its_own_initialisation(method: str, student_mode: str | None, monkeypatch,
+                                                          tmp_path) -> None:
+    """``init.student_mode`` sets how the student's new rows start in every method; teachers keep ``mode``."""
+    from distillrec.continual import methods
+
+    inits: dict[str, str] = {}
+    real_update = methods._update
+
+    def spy_update(ctx, prev, k, name, **kw):
+        inits[name] = kw["init"]
+        return real_update(ctx, prev, k, name, **kw)
+
+    monkeypatch.setattr(methods, "_update", spy_update)
+    extra = [f"init.student_mode={student_mode}"] if student_mode else []
+    ctx = _small_stream_context(tmp_path, extra)
+    state, _ = methods.base_block(ctx)
+    methods.update_block(ctx, method, state, 1)
+    default = "random" if method == "finetune" else "ccd"
+    assert inits["student"] == (student_mode or default)
+    assert inits["teacher0-bpr"] == default
