@@ -297,3 +297,21 @@ def test_the_student_can_grow_with_its_own_initialisation(method: str, student_m
     default = "random" if method == "finetune" else "ccd"
     assert inits["student"] == (student_mode or default)
     assert inits["teacher0-bpr"] == default
+
+
+def test_the_warm_student_survives_a_saved_state(tmp_path) -> None:
+    """``kd_init: both`` carries a second student between blocks: the block state keeps it (resume), and a
+    state written without one loads as before."""
+    from distillrec.continual import methods
+    from distillrec.continual.driver import load_state, save_state
+
+    ctx = _small_stream_context(tmp_path, ["kd_init=both"])
+    state, _ = methods.base_block(ctx)
+    state, _ = methods.update_block(ctx, "ccd", state, 1)
+    save_state(tmp_path / "block1.pt", state, 1)
+    loaded = load_state(ctx, tmp_path / "block1.pt")
+    assert loaded.warm is not None and torch.equal(_flat(loaded.warm), _flat(state.warm))
+    assert not torch.equal(_flat(loaded.warm), _flat(loaded.distilled))
+    state.warm = None
+    save_state(tmp_path / "plain.pt", state, 1)
+    assert load_state(ctx, tmp_path / "plain.pt").warm is None

@@ -4,10 +4,11 @@
   initialisation and updated on D_k with proxy-guided replay (stability/plasticity proxies of the distilled
   students); each teacher updated with LWC-KD + PIW plus replay of the student side (S, P, M_k); the teacher
   system = the rank ensemble; then D_k = a fresh student distilled from it, the start of the next block.
-  Two switches that are not the authors' keep what the deployed student knows of users idle in D_k:
+  Switches that are not the authors' keep what the deployed student knows of users idle in D_k:
   ``kd_init: student`` (D_k distilled from M_k's weights; ``both`` keeps the fresh D_k for the proxies and
   the teachers and starts the next stage 2 from the warm one) and ``student_update.start: deployed`` (M_k
-  updated from M_{k−1} rather than D_{k−1}).
+  updated from M_{k−1} rather than D_{k−1}); ``init.student_mode`` grows the student's new rows its own way
+  in every method (BENCHMARKS.md, session 18).
 - ``finetune`` — teachers and student trained on the new block only, from their previous weights.
 - ``retrain``  — teachers retrained from scratch on all blocks so far; the student distilled from them afresh.
 - ``lwckd``    — teachers and student each updated with LWC-KD (+ PIW) from their own previous version:
