@@ -11,6 +11,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+import distillrec.distill.knowledge as knowledge_module
 from distillrec.continual import load_stream, resolve_stream_config
 from distillrec.continual.kd import CCDDistiller
 from distillrec.continual.stages import Context, build_model, distil_student
@@ -249,23 +250,32 @@ def test_ccd_starts_its_students_where_configured(kd_init: str, start: str, monk
     from distillrec.continual import methods
 
     starts, previous = [], {}
-    real_distil, real_update = methods.distil_student, methods._update
+    real_distil, real_update = methods.distil_students, methods._update
 
-    def spy_distil(*args, start=None, **kw):
-        starts.append(start)
-        return real_distil(*args, start=start, **kw)
+    def spy_distil(ctx, teachers, view, k, hard, students):
+        starts.extend(students.values())  # stage 1's students, in the order they are distilled
+        return real_distil(ctx, teachers, view, k, hard, students)
 
     def spy_update(ctx, prev, k, name, **kw):
         previous[name] = prev
         return real_update(ctx, prev, k, name, **kw)
 
-    monkeypatch.setattr(methods, "distil_student", spy_distil)
+    monkeypatch.setattr(methods, "distil_students", spy_distil)
     monkeypatch.setattr(methods, "_update", spy_update)
     ctx = _small_stream_context(tmp_path, [f"kd_init={kd_init}", f"student_update.start={start}"])
     state, _ = methods.base_block(ctx)
     state.student = copy.deepcopy(state.student)  # M_0 and D_0 as two objects, as they are from block 1 on
     starts.clear()
+    passes = []
+    real_knowledge = knowledge_module.compute_knowledge
+
+    def counted_knowledge(*args, **kw):
+        passes.append(1)
+        return real_knowledge(*args, **kw)
+
+    monkeypatch.setattr(knowledge_module, "compute_knowledge", counted_knowledge)
     new_state, _ = methods.update_block(ctx, "ccd", state, 1)
+    assert len(passes) == 1  # one teacher-knowledge pass, however many students stage 1 distils
     assert previous["student"] is (state.student if start == "deployed" else state.distilled)
     assert starts == {"fresh": [None], "student": [new_state.student], "both": [None, new_state.student]}[kd_init]
     assert (new_state.warm is not None) == (kd_init == "both") and new_state.distilled is not new_state.warm

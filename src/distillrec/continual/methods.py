@@ -38,6 +38,7 @@ from distillrec.continual.replay import ReplayBuffer, merge_replay, sample_repla
 from distillrec.continual.stages import (
     Context,
     distil_student,
+    distil_students,
     fit,
     grow_for_block,
     n_batches,
@@ -213,12 +214,13 @@ def _ccd(ctx: Context, state: StreamState, k: int) -> tuple[StreamState, dict]:
     teachers, info["teachers"] = _update_teachers(ctx, state, k, _init_mode(ctx, "ccd"), True, t_sources, hard)
     # Stage 1 for the next block: a student distilled from the updated teacher system (fresh, or from M_k)
     hard = union([tops[x] for x in ("S", "P", "M")], nu, ni) if tops else None
-    kd_init, view = ctx.cfg.kd_init, ctx.stream.view(k)
-    distilled, info["kd"] = distil_student(ctx, teachers, view, k, hard,
-                                           start=student if kd_init == "student" else None)
+    kd_init = ctx.cfg.kd_init
+    starts = {"kd": student if kd_init == "student" else None} | ({"kd-warm": student} if kd_init == "both" else {})
+    runs = distil_students(ctx, teachers, ctx.stream.view(k), k, hard, starts)  # one knowledge pass for both
+    distilled, info["kd"] = runs["kd"]
     warm = None
-    if kd_init == "both":
-        warm, info["kd_warm"] = distil_student(ctx, teachers, view, k, hard, start=student, name="kd-warm")
+    if "kd-warm" in runs:
+        warm, info["kd_warm"] = runs["kd-warm"]
     return StreamState(teachers, student, distilled, stability, plasticity, warm), info
 
 

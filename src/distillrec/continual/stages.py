@@ -166,9 +166,17 @@ def train_teachers(ctx: Context, view: Dataset, k: int, tag: str = "teacher") ->
 def distil_student(ctx: Context, teachers: list[Recommender], view: Dataset, k: int,
                    hard: sp.spmatrix | None = None, start: Recommender | None = None,
                    name: str = "kd") -> tuple[Recommender, dict]:
-    """A student distilled from the rank ensemble on ``view`` (BPR + user-side RRD + item-side RRD, the
-    item side in a pass of its own over all items unless ``kd_item_pass`` is "batch"): fresh, or starting
-    from the weights of ``start`` (a model of the same kind sized for block k).
+    """One student distilled from the rank ensemble on ``view``: fresh, or from ``start``'s weights (see
+    :func:`distil_students`)."""
+    return distil_students(ctx, teachers, view, k, hard, {name: start})[name]
+
+
+def distil_students(ctx: Context, teachers: list[Recommender], view: Dataset, k: int, hard: sp.spmatrix | None,
+                    starts: dict[str, Recommender | None]) -> dict[str, tuple[Recommender, dict]]:
+    """Students distilled from the rank ensemble on ``view`` (BPR + user-side RRD + item-side RRD, the item
+    side in a pass of its own over all items unless ``kd_item_pass`` is "batch"), one per ``starts`` entry
+    (stage name → None for a fresh student, or a model of the same kind sized for block k whose weights it
+    starts from). The teacher knowledge and the negative sets are computed once for all of them.
 
     With ``hard_negatives_top`` N > 0, BPR negatives avoid the ensemble's top-N and ``hard`` (ccd: the top-N of
     S_{k−1}, P_{k−1} and M_k, spec §B.5); the user-side bags avoid ``hard`` and the pairs of the ensemble's
@@ -185,12 +193,7 @@ def distil_student(ctx: Context, teachers: list[Recommender], view: Dataset, k: 
     config = IRRRD.make_config({"item_rows": "positives", **ctx.cfg.kd})
     knowledge = compute_knowledge(ensemble, view, IRRRD.knowledge_spec(config))
     seconds_knowledge = time.perf_counter() - t0
-    seed = ctx.stage_seed(k, name)
     nu, ni = ctx.stream.sizes(k)
-    student = build_model(ctx.cfg.student, nu, ni, ctx.graph(k), seed, ctx.device)
-    if start is not None:
-        student.load_state_dict(start.state_dict())
-    train_cfg = stage_train_config(ctx.cfg.kd_train, ctx, seed)
     top = ctx.cfg.hard_negatives_top
     negatives = bags = None
     if top:
@@ -200,12 +203,20 @@ def distil_student(ctx: Context, teachers: list[Recommender], view: Dataset, k: 
         item_side = lists_to_pairs(knowledge.item_topk[:, :top], ni, nu).T
         bags = union([item_side, *extra], nu, ni)
     separate = ctx.cfg.kd_item_pass == "separate"
-    distiller = CCDDistiller(student, knowledge, view, config, seed=seed, pass_batch_size=train_cfg.batch_size,
-                             user_pass=separate and ctx.cfg.kd_user_pass == "all", item_pass=separate,
-                             negatives=negatives, bag_exclude=bags, ego_lists=ctx.cfg.kd_ego_rrd)
-    info = fit(ctx, student, view, train_cfg, ctx.stage_dir(k, name), distiller)
-    info["knowledge_seconds"] = round(seconds_knowledge, 3)
-    return student, info
+    out = {}
+    for name, start in starts.items():
+        seed = ctx.stage_seed(k, name)
+        student = build_model(ctx.cfg.student, nu, ni, ctx.graph(k), seed, ctx.device)
+        if start is not None:
+            student.load_state_dict(start.state_dict())
+        train_cfg = stage_train_config(ctx.cfg.kd_train, ctx, seed)
+        distiller = CCDDistiller(student, knowledge, view, config, seed=seed, pass_batch_size=train_cfg.batch_size,
+                                 user_pass=separate and ctx.cfg.kd_user_pass == "all", item_pass=separate,
+                                 negatives=negatives, bag_exclude=bags, ego_lists=ctx.cfg.kd_ego_rrd)
+        info = fit(ctx, student, view, train_cfg, ctx.stage_dir(k, name), distiller)
+        info["knowledge_seconds"] = round(seconds_knowledge, 3)  # shared by every student of the call
+        out[name] = student, info
+    return out
 
 
 def grow_for_block(ctx: Context, model: Recommender, k: int, stage: str, init: str) -> Recommender:
