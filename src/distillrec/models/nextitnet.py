@@ -56,6 +56,7 @@ class _ResidualBlock(nn.Module):
         self.conv2 = _CausalConv(channels, kernel_size, 2 * dilation)
         self.ln2 = nn.LayerNorm(channels)
         self.eps = nn.Parameter(torch.zeros(1)) if rezero else None
+        self.reach = self.conv1.left + self.conv2.left  # the output at t reads inputs t − reach … t: (k − 1)·3d
 
     def forward(self, x: Tensor, real: Tensor) -> Tensor:
         """x: [B, L, d]; real: [B, L, 1] float, 0 at padding positions."""
@@ -93,16 +94,14 @@ class NextItNet(SequentialRecommender):
     @property
     def receptive_field(self) -> int:
         """How many positions (the current one included) the last layer sees."""
-        k = self.config.kernel_size
-        return 1 + (k - 1) * 3 * sum(self.config.dilations) * self.config.n_blocks  # d + 2d per block
+        return 1 + sum(block.reach for block in self.blocks)
 
     def context_length(self) -> int:
         return self.receptive_field
 
     def last_hidden(self, input_seq: Tensor) -> Tensor:
-        # each block adds (k − 1)·3d columns of reach, so the last blocks need far fewer columns than the first
-        reach = [(self.config.kernel_size - 1) * 3 * block.conv1.conv.dilation[0] for block in self.blocks]
-        return self.newest_through(*self._embed(input_seq), list(zip(self.blocks, reach, strict=True)))
+        # each block adds its reach, so the last blocks need far fewer columns than the first
+        return self.newest_through(*self._embed(input_seq), [(block, block.reach) for block in self.blocks])
 
     def _embed(self, input_seq: Tensor) -> tuple[Tensor, Tensor]:
         """(item embeddings [B, L, d] zeroed at padding, real [B, L, 1]: 0 at padding)."""
