@@ -47,20 +47,19 @@ MODELS = {
 }
 
 
-def full_pass(model: SequentialRecommender, users: torch.Tensor) -> torch.Tensor:
+def full_pass(model: SequentialRecommender, users: torch.Tensor, receptive_field: bool = False) -> torch.Tensor:
+    """Every layer on every column of the batch's histories (the code before session 13); with
+    ``receptive_field``, on the receptive field's columns only (the session-13 shortcut, no per-layer trimming)."""
     seq = model.eval_seq[users]
     width = max(1, int((seq != model.pad_id).sum(1).max()))
+    if receptive_field:
+        width = min(width, model.context_length() or width)
     h = model.output(model.encode(seq[:, -width:])[-1][:, -1])
     return h @ model.item_embedding.weight[: model.n_items].T
 
 
 def context_pass(model: SequentialRecommender, users: torch.Tensor) -> torch.Tensor:
-    """The session-13 shortcut alone: every layer on the receptive field's columns (no per-layer trimming)."""
-    seq = model.eval_seq[users]
-    width = max(1, int((seq != model.pad_id).sum(1).max()))
-    width = min(width, model.context_length() or width)
-    h = model.output(model.encode(seq[:, -width:])[-1][:, -1])
-    return h @ model.item_embedding.weight[: model.n_items].T
+    return full_pass(model, users, receptive_field=True)
 
 
 def main() -> None:
